@@ -1,0 +1,1048 @@
+#!/usr/bin/env python
+"""Start a Dask cluster under MPI, one worker per GPU, and run a script on it.
+
+    mpirun -np N python start_daskmpi.py [options] script.py [script args ...]
+
+Rank 0 runs the scheduler and its dashboard, rank 1 runs the script as
+``__main__`` with a client connected to the cluster, and every other rank runs
+one worker, behind a nanny, pinned to one GPU of its node.  Run without mpirun,
+the same cluster is started locally, in this process and its children.
+
+Importing this module has no side effects: MPI is initialised in ``main`` only,
+because nanny-spawned workers re-import the main module and tests import the
+pure functions below.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+import importlib.util
+import logging
+import os
+import runpy
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import psutil
+from dask.system import CPU_COUNT
+from dask.utils import parse_bytes, parse_timedelta
+from distributed import Client, Nanny, Scheduler, SpecCluster, Worker
+from distributed.comm.addressing import parse_host_port
+from distributed.system import MEMORY_LIMIT
+from distributed.utils import get_ip_interface
+
+logger = logging.getLogger("start_daskmpi")
+
+SCHEDULER_RANK = 0
+DRIVER_RANK = 1
+MIN_WORLD_SIZE = 3
+DEFAULT_SCHEDULER_PORT = 8786
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
+PORT_SEARCH_SPAN = 100
+TAG_START = 1
+TAG_END = 2
+POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
+WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
+LOG_FILE_VARIABLE = "START_DASKMPI_LOG_FILE"
+VERBOSE_VARIABLE = "START_DASKMPI_VERBOSE"
+
+# Where a batch system keeps the job id, which names the run's log folder.
+JOB_ID_VARIABLES = ("COBALT_JOBID", "PBS_JOBID", "SLURM_JOB_ID", "LSB_JOBID", "FLUX_JOB_ID")
+# What each MPI launcher tells its processes: world size and rank.
+LAUNCHER_VARIABLES = (
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+    ("PMI_SIZE", "PMI_RANK"),
+    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
+    ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"),
+)
+# Node-local scratch on the machines we know, tried after $TMPDIR and before /tmp.
+NODE_SCRATCH = ("/local/scratch", "/raid/scratch")
+THETAGPU_HOPS = ("{user}@theta.alcf.anl.gov", "thetagpusn1")
+
+
+class LaunchError(Exception):
+    """A problem the user can fix; its message says how, in one line."""
+
+
+# --------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit on every rank
+        raise LaunchError(f"{message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = parse_timedelta(text, default="seconds")
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+def _memory_limit(text: str) -> str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        parse_bytes(text)  # raises ValueError for what Dask would not take
+        return text
+    if value < 0:
+        raise ValueError
+    return text
+
+
+_positive_int.__name__ = "positive integer"
+_count.__name__ = "count (0 or more)"
+_port.__name__ = "port (0-65535)"
+_seconds.__name__ = "duration (e.g. 60 or 2min)"
+_memory_limit.__name__ = "memory limit (80GB, a fraction such as 0.5, auto or 0)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="start_daskmpi.py",
+        description=(
+            "Start a Dask cluster with MPI (rank 0: scheduler and dashboard, rank 1: "
+            "your script, every other rank: one worker per GPU) and run SCRIPT on it. "
+            "Without mpirun, a local cluster of the same shape runs the script."
+        ),
+        epilog=(
+            "Ranks needed: the node's GPUs + 2 on the first node, its GPUs on the others "
+            "(e.g. mpirun -np 10 for one node of 8 GPUs). Dask's config files and DASK_* "
+            "variables apply as usual."
+        ),
+    )
+    parser.add_argument("script", nargs="?", help="Python script to run on the cluster")
+    parser.add_argument(
+        "script_args", nargs=argparse.REMAINDER, metavar="...", help="arguments for SCRIPT"
+    )
+    worker = parser.add_argument_group("workers")
+    worker.add_argument(
+        "--nthreads", type=_positive_int,
+        help="threads per worker (default: 1 per GPU worker; CPU workers share the node's cores)",
+    )
+    worker.add_argument(
+        "--memory-limit", type=_memory_limit, default="auto",
+        help="memory per worker: bytes (80GB), a fraction of the node, 0 for none, "
+        "or auto: the node's memory shared among its workers (default)",
+    )
+    worker.add_argument(
+        "--local-directory",
+        help="node-local scratch for spilling (default: first writable of $TMPDIR, "
+        f"{', '.join(NODE_SCRATCH)}, /tmp)",
+    )
+    worker.add_argument(
+        "--gpus-per-node", type=_count,
+        help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
+    )
+    net = parser.add_argument_group("network")
+    net.add_argument("--interface", help="network interface to use, e.g. ib0, hsn0, lo")
+    net.add_argument("--protocol", help="Dask comm protocol, e.g. tcp, tls, ucx")
+    net.add_argument(
+        "--scheduler-port", type=_port,
+        help=f"scheduler port (default {DEFAULT_SCHEDULER_PORT}, or the next free one)",
+    )
+    net.add_argument(
+        "--dashboard-address",
+        help=f"dashboard [host]:port (default {DEFAULT_DASHBOARD_ADDRESS}, "
+        "or the next free port; the SSH tunnel reaches localhost)",
+    )
+    net.add_argument(
+        "--ssh-hops",
+        help="comma-separated SSH hops from your machine to the compute node, for the "
+        "printed tunnel command (default: the site's login chain, or USER@this host)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--scheduler-file", help="write the scheduler's address here, for other clients"
+    )
+    run.add_argument(
+        "--log-dir", type=Path,
+        help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
+    )
+    run.add_argument(
+        "--startup-timeout", type=_seconds, default=120.0,
+        help="seconds to wait for every worker to register (default 120)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="show Dask's INFO logs here too")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; raise LaunchError with one line for a bad one."""
+    return build_parser().parse_args(argv)
+
+
+# --------------------------------------------------------------------------
+# Layout: which rank does what, on which GPU
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a node offers, as its first rank found it."""
+
+    host: str
+    gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES entries, one per GPU to use
+    cores: int
+    memory: int  # bytes
+
+
+@dataclass(frozen=True)
+class Role:
+    rank: int
+    kind: str  # "scheduler", "driver", "worker" or "idle"
+    host: str
+    name: str | None = None
+    gpu: str | None = None
+    nthreads: int = 0
+    memory_limit: int | str = 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    roles: tuple[Role, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> list[Role]:
+        return [role for role in self.roles if role.kind == "worker"]
+
+
+def world_too_small(size: int) -> str:
+    return (
+        f"needs at least {MIN_WORLD_SIZE} ranks: one for the scheduler, one for your "
+        f"script and one per worker (got {size}); use e.g. mpirun -np {MIN_WORLD_SIZE}, "
+        "or run without mpirun for a local cluster"
+    )
+
+
+def format_ranks(ranks: Iterable[int]) -> str:
+    """Compress ranks into runs: [2, 3, 4, 7] -> '2-4, 7'."""
+    runs: list[list[int]] = []
+    for rank in sorted(ranks):
+        if runs and rank == runs[-1][-1] + 1:
+            runs[-1].append(rank)
+        else:
+            runs.append([rank])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def worker_name(host: str, gpu: str | None, index: int) -> str:
+    if gpu is None:
+        return f"{host}-cpu{index}"
+    return f"{host}-gpu{gpu if gpu.isdigit() else index}"
+
+
+def fitting_ranks(nodes: Sequence[Node]) -> str:
+    """The rank count that gives every GPU one worker and leaves no rank idle."""
+    first, others = nodes[0], nodes[1:]
+    total = len(first.gpus) + 2 + sum(len(node.gpus) for node in others)
+    if not others:
+        return f"-np {total}"
+    return (
+        f"-np {total}, with {len(first.gpus) + 2} ranks on {first.host} "
+        "and one per GPU on the other nodes"
+    )
+
+
+def plan_layout(
+    rank_nodes: Sequence[int],
+    nodes: Sequence[Node],
+    *,
+    nthreads: int | None = None,
+    memory_limit: str = "auto",
+) -> Layout:
+    """Give every rank its role.
+
+    ``rank_nodes[r]`` is the index in ``nodes`` of rank r's node; nodes are in the
+    order of their first rank, so ``nodes[0]`` holds the scheduler.  Each node's
+    worker ranks take its GPUs in order; ranks beyond them idle, and a node with
+    no GPU runs CPU workers on all of its worker ranks.
+    """
+    if len(rank_nodes) < MIN_WORLD_SIZE:
+        raise LaunchError(world_too_small(len(rank_nodes)))
+    roles = {
+        SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler", nodes[rank_nodes[SCHEDULER_RANK]].host),
+        DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
+    }
+    notes = []
+    for index, node in enumerate(nodes):
+        ranks = [r for r in range(DRIVER_RANK + 1, len(rank_nodes)) if rank_nodes[r] == index]
+        gpus: Sequence[str | None] = node.gpus or [None] * len(ranks)
+        placed = list(zip(ranks, gpus, strict=False))  # extra ranks idle
+        threads = nthreads or (1 if node.gpus else max(1, node.cores // max(1, len(placed))))
+        memory = node.memory // max(1, len(placed)) if memory_limit == "auto" else memory_limit
+        for i, (rank, gpu) in enumerate(placed):
+            name = worker_name(node.host, gpu, i)
+            roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory)
+        idle = ranks[len(placed):]
+        for rank in idle:
+            roles[rank] = Role(rank, "idle", node.host)
+        if idle:
+            notes.append(
+                f"{len(idle)} rank(s) on {node.host} have no GPU left and stay idle "
+                f"(ranks {format_ranks(idle)}); {fitting_ranks(nodes)} fits"
+            )
+        unused = node.gpus[len(placed):]
+        if unused:
+            notes.append(
+                f"{len(unused)} GPU(s) of {node.host} get no worker ({', '.join(unused)}); "
+                f"{fitting_ranks(nodes)} gives each one"
+            )
+    return Layout(tuple(roles[r] for r in range(len(rank_nodes))), tuple(notes))
+
+
+def plan_local(node: Node, *, nthreads: int | None = None, memory_limit: str = "auto") -> Layout:
+    """The same layout for a cluster in this process: one worker per GPU, else
+    the CPU split that Dask's LocalCluster would choose."""
+    from distributed.deploy.utils import nprocesses_nthreads
+
+    count, threads = (len(node.gpus), 1) if node.gpus else nprocesses_nthreads(node.cores)
+    ranks = [0] * (DRIVER_RANK + 1 + count)
+    return plan_layout(
+        ranks, [node], nthreads=nthreads or threads, memory_limit=memory_limit
+    )
+
+
+# --------------------------------------------------------------------------
+# GPUs
+# --------------------------------------------------------------------------
+
+
+def parse_visible_devices(value: str) -> list[str]:
+    """CUDA_VISIBLE_DEVICES entries (indices or UUIDs); '' and 'NoDevFiles' mean none."""
+    if value.strip() == "NoDevFiles":
+        return []
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def choose_gpus(visible: str | None, detected: int, override: int | None) -> tuple[str, ...]:
+    """The GPUs a node's workers use: the batch system's mask when it set one
+    (its entries, not raw indices), else the detected count, trimmed or
+    stretched to --gpus-per-node."""
+    devices = parse_visible_devices(visible) if visible is not None else []
+    if visible is None:
+        devices = [str(i) for i in range(detected)]
+    if override is None:
+        return tuple(devices)
+    if len(devices) >= override:
+        return tuple(devices[:override])
+    return tuple(str(i) for i in range(override))
+
+
+def count_gpus_nvml() -> int:
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        return pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def count_gpus_nvidia_smi() -> int:
+    done = subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True
+    )
+    return sum(line.startswith("GPU ") for line in done.stdout.splitlines())
+
+
+def count_gpus() -> int:
+    """GPUs on this node, by NVML or nvidia-smi: neither creates a CUDA context."""
+    for counter in (count_gpus_nvml, count_gpus_nvidia_smi):
+        try:
+            return counter()
+        except Exception:
+            continue
+    return 0
+
+
+def this_node(gpus_per_node: int | None, environ: Mapping[str, str] = os.environ) -> Node:
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    detected = 0 if visible is not None or gpus_per_node is not None else count_gpus()
+    return Node(
+        host=socket.gethostname().split(".")[0],
+        gpus=choose_gpus(visible, detected, gpus_per_node),
+        cores=CPU_COUNT,
+        memory=MEMORY_LIMIT,
+    )
+
+
+# --------------------------------------------------------------------------
+# Places: ports, folders, tunnels
+# --------------------------------------------------------------------------
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Tornado binds with SO_REUSEADDR, so a port in TIME_WAIT is free to it too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(
+    requested: int | None,
+    default: int,
+    is_free: Callable[[int], bool],
+    option: str,
+) -> int:
+    """An explicit port must be free; a default one that is taken (another user
+    on a shared node) gives way to the next free port above it, else any."""
+    if requested is not None:
+        if requested and not is_free(requested):
+            raise LaunchError(
+                f"port {requested} of {option} is already in use on this node: "
+                f"choose another, or leave {option} out to take a free one"
+            )
+        return requested
+    for port in range(default, min(default + PORT_SEARCH_SPAN, 65536)):
+        if is_free(port):
+            return port
+    return 0
+
+
+def listen_host(interface: str | None, local: bool) -> str:
+    """The host the scheduler binds: the interface's address, else loopback for
+    a local cluster (as LocalCluster does) and all addresses under MPI."""
+    if interface:
+        return get_ip_interface(interface)
+    return "127.0.0.1" if local else ""
+
+
+def dashboard_address(requested: str | None, is_free: Callable[[str, int], bool]) -> str:
+    host, port = parse_host_port(requested or DEFAULT_DASHBOARD_ADDRESS)
+    requested_port = port if requested is not None else None
+    chosen = choose_port(
+        requested_port, port, lambda p: is_free(host, p), "--dashboard-address"
+    )
+    return f"{host}:{chosen}"
+
+
+def is_writable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def default_local_directory(
+    environ: Mapping[str, str], is_writable: Callable[[str], bool] = is_writable_dir
+) -> str:
+    candidates = [environ.get("TMPDIR", ""), *NODE_SCRATCH, "/tmp"]
+    return next((path for path in candidates if path and is_writable(path)), "/tmp")
+
+
+def default_log_dir(environ: Mapping[str, str], home: Path, now: datetime.datetime) -> Path:
+    job = next((environ[v] for v in JOB_ID_VARIABLES if environ.get(v)), None)
+    name = job.replace("/", "_") if job else now.strftime("%Y%m%d-%H%M%S")
+    return home / "dask_logs" / name
+
+
+def make_log_dir(requested: Path | None) -> Path:
+    """Create the run's log folder, user-only: the logs name every address of
+    the cluster.  A default folder that exists already (a second run in the
+    same job) gets a numbered sibling instead of mixing two runs' logs."""
+    if requested is not None:
+        path = requested.expanduser()
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise LaunchError(f"cannot create --log-dir {path}: {e.strerror}") from None
+        if not is_writable_dir(str(path)):
+            raise LaunchError(f"--log-dir {path} is not writable: choose another folder")
+        return path
+    base = default_log_dir(os.environ, Path.home(), datetime.datetime.now())
+    for attempt in range(1000):
+        path = base if attempt == 0 else base.with_name(f"{base.name}.{attempt}")
+        try:
+            path.mkdir(mode=0o700, parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise LaunchError(
+                f"cannot create the log folder {path}: {e.strerror}; use --log-dir"
+            ) from None
+    raise LaunchError(f"too many log folders named {base}.*: clean them up or use --log-dir")
+
+
+def default_ssh_hops(host: str, fqdn: str, user: str) -> list[str]:
+    """The SSH route from a laptop to ``host``: the site's login chain where we
+    know it, else straight to this node."""
+    if host.startswith("thetagpu"):
+        return [hop.format(user=user) for hop in THETAGPU_HOPS] + [host]
+    return [f"{user}@{fqdn}"]
+
+
+def ssh_route(hops_option: str | None, host: str, fqdn: str, user: str) -> list[str]:
+    if hops_option:
+        return [hop.strip() for hop in hops_option.split(",") if hop.strip()] + [host]
+    return default_ssh_hops(host, fqdn, user)
+
+
+def ssh_tunnel_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """Nested ssh that forwards each port through every hop to the node's localhost."""
+    forwards = " ".join(f"-L {port}:localhost:{port}" for port in ports)
+    return " ".join(f"ssh -t {forwards} {hop}" for hop in route)
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    """What rank 0 tells the others once the scheduler listens."""
+
+    address: str
+    host: str
+    fqdn: str
+    dashboard_port: int | None
+
+
+def connection_banner(info: SchedulerInfo, route: Sequence[str]) -> str:
+    if info.dashboard_port is None:
+        return "The Dask dashboard is off (install bokeh to get it)."
+    port = info.dashboard_port
+    return (
+        "To connect to the Dask dashboard, execute the following command in a shell "
+        "on your local machine:\n"
+        f"    {ssh_tunnel_command(route, [port])}\n"
+        "To open the Dask dashboard, go to:\n"
+        f"    http://localhost:{port}/status"
+    )
+
+
+# --------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------
+
+
+def log_to_file(path: str | Path, verbose: bool) -> None:
+    """INFO and up to ``path``; the terminal gets warnings and errors only,
+    unless verbose.  Replaces the stderr handlers distributed installs at import."""
+    formatter = logging.Formatter(dask.config.get("distributed.admin.log-format"))
+    to_file = logging.FileHandler(path)
+    os.chmod(path, 0o600)
+    to_file.setLevel(logging.INFO)
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.setLevel(logging.INFO if verbose else logging.WARNING)
+    for handler in (to_file, to_terminal):
+        handler.setFormatter(formatter)
+    for existing in logging.Logger.manager.loggerDict.values():
+        if isinstance(existing, logging.Logger) and existing.handlers:
+            existing.handlers.clear()
+            existing.propagate = True
+    root = logging.getLogger()
+    root.handlers[:] = [to_file, to_terminal]
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+class LoggedWorker(Worker):
+    """The worker a nanny spawns, logging to the file its launcher chose.
+
+    The nanny's child process re-imports distributed, whose logging goes to
+    stderr; the worker class is the first code of ours to run there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        path = os.environ.get(LOG_FILE_VARIABLE)
+        if path:
+            log_to_file(path, verbose=os.environ.get(VERBOSE_VARIABLE) == "1")
+        super().__init__(*args, **kwargs)
+
+
+def report(message: str) -> None:
+    print(f"start_daskmpi: error: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Checks before anything starts
+# --------------------------------------------------------------------------
+
+
+def check_script(path: str | None) -> None:
+    if path is None:
+        raise LaunchError(
+            "give a script to run: start_daskmpi.py [options] script.py [args] "
+            "(JupyterLab mode, with no script, is not available yet)"
+        )
+    if not os.path.exists(path):
+        raise LaunchError(f"script not found: {path}")
+    if not os.path.isfile(path):
+        raise LaunchError(f"not a file: {path}: give the path of a Python script")
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise LaunchError(f"{path}:{e.lineno}: {e.msg}: fix the script's syntax") from None
+    except (ValueError, UnicodeDecodeError):
+        raise LaunchError(f"{path} is not a Python script") from None
+    except OSError as e:
+        raise LaunchError(f"cannot read {path}: {e.strerror}") from None
+
+
+def check_interface(interface: str | None) -> None:
+    if interface and interface not in psutil.net_if_addrs():
+        known = ", ".join(sorted(psutil.net_if_addrs()))
+        raise LaunchError(
+            f"no network interface {interface!r} on {socket.gethostname()} (it has: {known})"
+        )
+
+
+def check_local_directory(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise LaunchError(f"cannot create --local-directory {path}: {e.strerror}") from None
+    if not is_writable_dir(path):
+        raise LaunchError(f"--local-directory {path} is not writable: choose another folder")
+
+
+def preflight(role: Role, args: argparse.Namespace) -> None:
+    check_interface(args.interface)
+    if role.kind == "driver":
+        check_script(args.script)
+    if role.kind == "worker":
+        check_local_directory(local_directory(args))
+
+
+def local_directory(args: argparse.Namespace) -> str:
+    return args.local_directory or default_local_directory(os.environ)
+
+
+def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | None]:
+    """Run ``action``; a LaunchError becomes its message, to send to other ranks."""
+    try:
+        return action(*arguments), None
+    except LaunchError as e:
+        return None, str(e)
+
+
+# --------------------------------------------------------------------------
+# Roles
+# --------------------------------------------------------------------------
+
+
+def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
+    host = listen_host(args.interface, local)
+    return dict(
+        host=host if local and not args.interface else None,
+        port=choose_port(
+            args.scheduler_port, DEFAULT_SCHEDULER_PORT,
+            lambda p: port_is_free(host, p), "--scheduler-port",
+        ),
+        interface=args.interface,
+        protocol=args.protocol,
+        dashboard_address=dashboard_address(args.dashboard_address, port_is_free),
+        scheduler_file=args.scheduler_file,
+    )
+
+
+def worker_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict[str, Any]:
+    pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
+    return dict(
+        name=role.name,
+        nthreads=role.nthreads,
+        memory_limit=role.memory_limit,
+        resources={"GPU": 1} if role.gpu is not None else None,
+        local_directory=local_directory(args),
+        interface=args.interface,
+        protocol=args.protocol,
+        # The worker's own HTTP server only serves metrics; keep it off the network.
+        dashboard_address="127.0.0.1:0",
+        death_timeout=args.startup_timeout,
+        worker_class=LoggedWorker,
+        env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
+    )
+
+
+def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
+    # Without bokeh the HTTP server still runs, but serves no dashboard.
+    has_dashboard = importlib.util.find_spec("bokeh") is not None
+    return SchedulerInfo(
+        address=scheduler.address,
+        host=socket.gethostname().split(".")[0],
+        fqdn=socket.getfqdn(),
+        dashboard_port=scheduler.http_server.port if has_dashboard else None,
+    )
+
+
+# --------------------------------------------------------------------------
+# The driver: the user's script, run as `python script.py` would run it
+# --------------------------------------------------------------------------
+
+
+def exit_status(code: object) -> int:
+    """The status ``sys.exit(code)`` gives a process, as the interpreter computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def frames_from(tb: Any, filename: str) -> Any:
+    """The traceback from the script's first frame on, as ``python script.py``
+    shows it, without the launcher's and runpy's frames above it."""
+    start = tb
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            return tb
+        tb = tb.tb_next
+    return start
+
+
+def run_script(path: str, script_args: Sequence[str]) -> int:
+    """Run ``path`` as ``__main__`` with its own argv and folder on sys.path;
+    return the exit status ``python path`` would have."""
+    script = os.path.abspath(path)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [path, *script_args]
+    sys.path.insert(0, os.path.dirname(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        return exit_status(e.code)
+    except BaseException as e:
+        traceback.print_exception(type(e), e, frames_from(e.__traceback__, script))
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
+
+
+def point_clients_here(address: str) -> None:
+    """Make ``Client()`` with no arguments, here and in subprocesses, reach this cluster."""
+    dask.config.set({"scheduler-address": address})
+    os.environ["DASK_SCHEDULER_ADDRESS"] = address
+
+
+def close_clients_left_open() -> None:
+    """Close the clients the script did not: they would retry, loudly, once the
+    cluster is gone.  Client._instances is distributed's own registry of them."""
+    for client in list(Client._instances):
+        client.close()
+
+
+def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Path) -> None:
+    expected = layout.workers
+    try:
+        client.wait_for_workers(len(expected), timeout=timeout)
+    except TimeoutError:
+        seen = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+        missing = [role for role in expected if role.name not in seen]
+        raise LaunchError(
+            f"{len(missing)} of {len(expected)} workers did not register within "
+            f"{timeout:g} s: rank(s) {format_ranks(r.rank for r in missing)} "
+            f"({', '.join(str(r.name) for r in missing)}); see their logs in {log_dir}"
+        ) from None
+
+
+def drive(args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir: Path) -> int:
+    """Connect, wait for every worker, print where things are, run the script."""
+    print(f"Scheduler address: {info.address} on node {info.host}")
+    print("Starting the workers")
+    for note in layout.notes:
+        print(f"start_daskmpi: warning: {note}", file=sys.stderr)
+    with Client(info.address, timeout=args.startup_timeout) as client:
+        point_clients_here(info.address)
+        try:
+            wait_for_workers(client, layout, args.startup_timeout, log_dir)
+        except LaunchError as e:
+            report(str(e))
+            return 1
+        route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
+        print(f"Client status: {client}")
+        print(f"Logs: {log_dir}")
+        print()
+        print(connection_banner(info, route))
+        print(flush=True)
+        code = run_script(args.script, args.script_args)
+        close_clients_left_open()
+    print("Code ran successfully." if code == 0 else f"Code failed with exit status {code}.")
+    return code
+
+
+def farewell(code: int) -> None:
+    print("Successfully exited" if code == 0 else f"Exited with status {code}")
+
+
+# --------------------------------------------------------------------------
+# MPI: one role per rank
+# --------------------------------------------------------------------------
+
+
+def launcher_world(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """(size, rank) as the MPI launcher that started us says, read before MPI
+    is initialised; None when no launcher we know started this process."""
+    for size, rank in LAUNCHER_VARIABLES:
+        if environ.get(size, "").isdigit() and environ.get(rank, "").isdigit():
+            return int(environ[size]), int(environ[rank])
+    return None
+
+
+def mpi_world(environ: Mapping[str, str]) -> Any:
+    """COMM_WORLD when a launcher started several ranks, else None (local mode)."""
+    launched = launcher_world(environ)
+    if launched is None or launched[0] == 1:
+        return None
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as e:
+        raise LaunchError(
+            f"cannot use MPI under this mpirun ({e}): pip install mpi4py, or "
+            "start_daskmpi[mpi] for an MPI of its own"
+        ) from None
+    world = MPI.COMM_WORLD
+    if world.size != launched[0]:
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        raise LaunchError(
+            f"mpirun started {launched[0]} ranks but mpi4py sees {world.size}: mpi4py "
+            f"uses another MPI ({library}); use that MPI's mpirun, or rebuild mpi4py "
+            "for this one (env MPICC=mpicc pip install --no-binary mpi4py mpi4py)"
+        )
+    return world
+
+
+async def receive(world: Any, source: int, tag: int) -> Any:
+    """One message, waited for by polling: a blocking MPI receive would spin a
+    core that the node's workers need."""
+    request = world.irecv(source=source, tag=tag)
+    while True:
+        done, message = request.test()
+        if done:
+            return message
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+def send_to_all(world: Any, message: Any, tag: int) -> None:
+    from mpi4py import MPI
+
+    others = (r for r in range(world.size) if r != world.rank)
+    MPI.Request.waitall([world.isend(message, dest=r, tag=tag) for r in others])
+
+
+def agree(world: Any, error: str | None) -> bool:
+    """True when no rank has an error; rank 0 prints each distinct one once."""
+    errors = world.allgather(error)
+    if world.rank == SCHEDULER_RANK:
+        for message in dict.fromkeys(e for e in errors if e):
+            report(message)
+    return not any(errors)
+
+
+def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout:
+    from mpi4py import MPI
+
+    # One rank per node looks: GPU detection is node-wide, and the mask the
+    # batch system gave the node's first rank stands for the node.
+    node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+    mine = (world.rank, this_node(args.gpus_per_node)) if node_comm.rank == 0 else None
+    leader, node = node_comm.bcast(mine, root=0)
+    node_comm.Free()
+    gathered = world.allgather((leader, node))
+    nodes = dict(gathered)  # leader rank -> node, in the order of first rank
+    leaders = list(nodes)
+    return plan_layout(
+        [leaders.index(leader) for leader, _ in gathered],
+        list(nodes.values()),
+        nthreads=args.nthreads,
+        memory_limit=args.memory_limit,
+    )
+
+
+def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
+    """Open this rank's log and check what its role needs; return the log file
+    its worker process (if any) writes."""
+    try:
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # node-local --log-dir
+        log_to_file(log_dir / f"rank{role.rank}-{role.kind}.log", args.verbose)
+    except OSError as e:
+        raise LaunchError(f"cannot write logs to {log_dir} on {role.host}: {e.strerror}") from None
+    preflight(role, args)
+    return log_dir / f"rank{role.rank}-worker-process.log"
+
+
+async def until_end(end: asyncio.Future, finished: Any) -> None:
+    """Wait for the driver's end of job, or for the server to stop by itself."""
+    stopped = asyncio.ensure_future(finished)
+    await asyncio.wait([end, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+
+
+async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
+    """Wait for the workers, told by their ranks to close, to say goodbye: a
+    scheduler that closes first cuts their streams mid-goodbye."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while scheduler.workers and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
+    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    options, error = attempt(scheduler_options, args, False)
+    if error is None:
+        try:
+            scheduler = await Scheduler(**options)
+        except Exception as e:
+            error = f"the scheduler failed to start: {e.__cause__ or e}"
+    if error is not None:
+        report(error)
+        send_to_all(world, (None, error), TAG_START)
+        end.cancel()
+        return 2
+    async with scheduler:
+        send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
+        await until_end(end, scheduler.finished())
+        await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
+    return await end
+
+
+async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_file: Path) -> int:
+    info, error = await receive(world, SCHEDULER_RANK, TAG_START)
+    if error is not None:
+        return 2
+    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    try:
+        async with Nanny(info.address, **worker_options(role, args, log_file)) as nanny:
+            await until_end(end, nanny.finished())
+    except Exception:
+        # The driver names this rank when it gives up waiting for its worker.
+        logger.exception("worker %s on rank %d failed", role.name, role.rank)
+    return await end
+
+
+async def stay_idle(world: Any) -> int:
+    _, error = await receive(world, SCHEDULER_RANK, TAG_START)
+    if error is not None:
+        return 2
+    return await receive(world, DRIVER_RANK, TAG_END)
+
+
+def serve_driver(world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path) -> int:
+    print("Starting the scheduler", flush=True)
+    info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
+    if error is not None:
+        return 2
+    code = 1
+    try:
+        code = drive(args, info, layout, log_dir)
+    finally:
+        send_to_all(world, code, TAG_END)  # every rank waits for this word
+    farewell(code)
+    return code
+
+
+def run_rank(world: Any, args: argparse.Namespace) -> int:
+    if world.size < MIN_WORLD_SIZE:
+        if world.rank == SCHEDULER_RANK:
+            report(world_too_small(world.size))
+        return 2
+    layout = agree_on_layout(world, args)
+    made = attempt(make_log_dir, args.log_dir) if world.rank == SCHEDULER_RANK else None
+    log_dir, error = world.bcast(made, root=SCHEDULER_RANK)
+    if not agree(world, error):
+        return 2
+    role = layout.roles[world.rank]
+    worker_log, error = attempt(prepare_rank, role, args, log_dir)
+    if not agree(world, error):
+        return 2
+    logger.info("rank %d on %s: %s", world.rank, role.host, role)
+    if role.kind == "scheduler":
+        return asyncio.run(serve_scheduler(world, args))
+    if role.kind == "driver":
+        return serve_driver(world, args, layout, log_dir)
+    if role.kind == "worker":
+        os.environ.update({} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu})
+        return asyncio.run(serve_worker(world, args, role, worker_log))
+    return asyncio.run(stay_idle(world))
+
+
+# --------------------------------------------------------------------------
+# No mpirun: the same cluster in this process
+# --------------------------------------------------------------------------
+
+
+def run_local(args: argparse.Namespace) -> int:
+    layout = plan_local(
+        this_node(args.gpus_per_node), nthreads=args.nthreads, memory_limit=args.memory_limit
+    )
+    log_dir = make_log_dir(args.log_dir)
+    log_to_file(log_dir / "local.log", args.verbose)
+    for role in layout.roles:
+        preflight(role, args)
+    print("Starting the scheduler", flush=True)
+    workers = {
+        role.name: {
+            "cls": Nanny,
+            "options": worker_options(role, args, log_dir / f"worker-{role.name}.log"),
+        }
+        for role in layout.workers
+    }
+    scheduler = {"cls": Scheduler, "options": scheduler_options(args, True)}
+    with SpecCluster(workers=workers, scheduler=scheduler, name="start_daskmpi") as cluster:
+        code = drive(args, scheduler_info(cluster.scheduler), layout, log_dir)
+    farewell(code)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # mpirun forwards each rank's output as it comes: keep lines whole and in order.
+    sys.stdout.reconfigure(line_buffering=True)
+    try:
+        args = parse_args(argv)
+        world = mpi_world(os.environ)
+        if world is None:
+            return run_local(args)
+    except LaunchError as e:
+        launched = launcher_world(os.environ)
+        if launched is None or launched[1] == 0:
+            report(str(e))
+        return 2
+    try:
+        return run_rank(world, args)
+    except Exception:
+        # A fault of ours: the other ranks would wait for this one forever.
+        logger.exception("rank %d failed", world.rank)
+        traceback.print_exc()
+        world.Abort(1)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
