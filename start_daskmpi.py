@@ -105,7 +105,10 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    value = parse_timedelta(text, default="seconds")
+    try:
+        value = parse_timedelta(text, default="seconds")
+    except KeyError:  # dask's word for an unknown unit
+        raise ValueError(text) from None
     if value <= 0:
         raise ValueError
     return value
@@ -127,7 +130,7 @@ def _memory_limit(text: str) -> str:
 _positive_int.__name__ = "positive integer"
 _count.__name__ = "count (0 or more)"
 _port.__name__ = "port (0-65535)"
-_seconds.__name__ = "duration (e.g. 60 or 2min)"
+_seconds.__name__ = "duration (e.g. 60, 90s or 2m)"
 _memory_limit.__name__ = "memory limit (80GB, a fraction such as 0.5, auto or 0)"
 
 
@@ -606,6 +609,8 @@ def check_script(path: str | None) -> None:
     try:
         with open(path, "rb") as f:
             source = f.read()
+        if b"\0" in source:
+            raise ValueError("binary file")
         compile(source, path, "exec", dont_inherit=True)
     except SyntaxError as e:
         raise LaunchError(f"{path}:{e.lineno}: {e.msg}: fix the script's syntax") from None
@@ -659,15 +664,19 @@ def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | Non
 
 def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
     host = listen_host(args.interface, local)
+    port = choose_port(
+        args.scheduler_port, DEFAULT_SCHEDULER_PORT,
+        lambda p: port_is_free(host, p), "--scheduler-port",
+    )
     return dict(
         host=host if local and not args.interface else None,
-        port=choose_port(
-            args.scheduler_port, DEFAULT_SCHEDULER_PORT,
-            lambda p: port_is_free(host, p), "--scheduler-port",
-        ),
+        port=port,
         interface=args.interface,
         protocol=args.protocol,
-        dashboard_address=dashboard_address(args.dashboard_address, port_is_free),
+        # Both defaults may give way to the same next port: the dashboard takes another.
+        dashboard_address=dashboard_address(
+            args.dashboard_address, lambda h, p: p != port and port_is_free(h, p)
+        ),
         scheduler_file=args.scheduler_file,
     )
 
@@ -914,7 +923,6 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
 
 
 async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
-    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
     options, error = attempt(scheduler_options, args, False)
     if error is None:
         try:
@@ -924,8 +932,8 @@ async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
     if error is not None:
         report(error)
         send_to_all(world, (None, error), TAG_START)
-        end.cancel()
         return 2
+    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
     async with scheduler:
         send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
         await until_end(end, scheduler.finished())

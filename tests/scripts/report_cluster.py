@@ -1,0 +1,26 @@
+"""Print what the script sees of its cluster as JSON, then exit with argv[1]."""
+import json
+import os
+import sys
+
+from distributed import Client, get_client
+
+client = get_client()
+workers = client.scheduler_info(n_workers=-1)["workers"].values()
+plain = Client()  # no arguments: must reach the launcher's cluster, not a new one
+print(
+    "REPORT "
+    + json.dumps(
+        {
+            "argv": sys.argv,
+            "path0": sys.path[0],
+            "name": __name__,
+            "workers": sorted(w["name"] for w in workers),
+            "resources": sorted(str(w["resources"]) for w in workers),
+            "same_scheduler": plain.scheduler.address == client.scheduler.address,
+            "devices": client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")),
+            "answer": client.submit(sum, [20, 22]).result(),
+        }
+    )
+)
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

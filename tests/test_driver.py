@@ -1,0 +1,80 @@
+"""The driver runs the script as `python script.py` would."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from start_daskmpi import exit_status, run_script
+
+
+def write(tmp_path, body: str, name: str = "job.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_script_runs_as_main_with_its_own_argv_and_folder_first(tmp_path, capsys):
+    (tmp_path / "helper.py").write_text("VALUE = 'from the script folder'\n")
+    script = write(
+        tmp_path,
+        """
+        import sys, helper
+        print(__name__, sys.argv, sys.path[0], helper.VALUE)
+        """,
+    )
+    argv, path = list(sys.argv), list(sys.path)
+    assert run_script(str(script), ["--size", "3"]) == 0
+    assert capsys.readouterr().out.split(" ", 1) == [
+        "__main__",
+        f"{[str(script), '--size', '3']} {tmp_path} from the script folder\n",
+    ]
+    assert sys.argv == argv and sys.path == path
+
+
+@pytest.mark.parametrize(
+    "body, status, stderr",
+    [
+        ("pass", 0, ""),
+        ("import sys; sys.exit()", 0, ""),
+        ("import sys; sys.exit(0)", 0, ""),
+        ("import sys; sys.exit(3)", 3, ""),
+        ("raise SystemExit(7)", 7, ""),
+        ("import sys; sys.exit('fatal: no input')", 1, "fatal: no input\n"),
+    ],
+)
+def test_exit_status_is_pythons(tmp_path, capsys, body, status, stderr):
+    assert run_script(str(write(tmp_path, body)), []) == status
+    assert capsys.readouterr().err == stderr
+
+
+def test_traceback_starts_in_the_script(tmp_path, capsys):
+    script = write(
+        tmp_path,
+        """
+        def inner():
+            raise ValueError("bad value")
+
+        inner()
+        """,
+    )
+    assert run_script(str(script), []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert err.count("Traceback") == 1
+    assert f'File "{script}", line 5, in <module>' in err
+    assert "runpy" not in err and "start_daskmpi" not in err
+    assert err.rstrip().endswith("ValueError: bad value")
+
+
+def test_keyboard_interrupt_is_130(tmp_path, capsys):
+    assert run_script(str(write(tmp_path, "raise KeyboardInterrupt")), []) == 130
+    assert "KeyboardInterrupt" in capsys.readouterr().err
+
+
+def test_exit_status_of_odd_codes(capsys):
+    assert exit_status(None) == 0
+    assert exit_status(4) == 4
+    assert exit_status(["not", "an", "int"]) == 1
+    assert capsys.readouterr().err == "['not', 'an', 'int']\n"

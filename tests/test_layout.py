@@ -1,0 +1,191 @@
+"""Which rank does what on which GPU: pure logic, no MPI."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from start_daskmpi import (
+    LaunchError,
+    Node,
+    choose_gpus,
+    format_ranks,
+    parse_visible_devices,
+    plan_layout,
+    plan_local,
+)
+
+GiB = 2**30
+
+
+def node(host: str, gpus: int, cores: int = 64, memory: int = 512 * GiB) -> Node:
+    return Node(host, tuple(str(i) for i in range(gpus)), cores, memory)
+
+
+def block_ranks(per_node: list[int]) -> list[int]:
+    """rank -> node index, filling the first node first (mpirun -npernode)."""
+    return [index for index, count in enumerate(per_node) for _ in range(count)]
+
+
+def fitting(nodes: int, gpus: int) -> list[int]:
+    return [gpus + 2] + [gpus] * (nodes - 1)
+
+
+CASES = [
+    (nodes, gpus, shape)
+    for nodes, gpus, shape in itertools.product((1, 2), (0, 1, 4, 8), ("few", "fit", "many"))
+]
+
+
+@pytest.mark.parametrize("nodes, gpus, shape", CASES)
+def test_layout_gives_every_gpu_at_most_one_worker(nodes, gpus, shape):
+    per_node = fitting(nodes, gpus)
+    if gpus == 0:
+        per_node = [3] + [2] * (nodes - 1)  # CPU nodes: any count of worker ranks
+    if shape == "few":
+        per_node[-1] -= 1
+    if shape == "many":
+        per_node = [count + 2 for count in per_node]
+    if sum(per_node) < 3:
+        pytest.skip("fewer than 3 ranks is its own error")
+    machines = [node(f"n{i}", gpus) for i in range(nodes)]
+    ranks = block_ranks(per_node)
+
+    layout = plan_layout(ranks, machines)
+
+    assert [r.rank for r in layout.roles] == list(range(len(ranks)))
+    assert layout.roles[0].kind == "scheduler" and layout.roles[0].host == "n0"
+    assert layout.roles[1].kind == "driver" and layout.roles[1].host == "n0"
+    names = [w.name for w in layout.workers]
+    assert len(names) == len(set(names))
+    for index, machine in enumerate(machines):
+        worker_ranks = [r for r in range(2, len(ranks)) if ranks[r] == index]
+        on_node = [w for w in layout.workers if w.host == machine.host]
+        idle = [r for r in layout.roles if r.kind == "idle" and r.host == machine.host]
+        if gpus == 0:
+            assert len(on_node) == len(worker_ranks) and not idle
+            assert all(w.gpu is None and w.name.startswith(f"{machine.host}-cpu") for w in on_node)
+            continue
+        expected = min(gpus, len(worker_ranks))
+        assert len(on_node) == expected
+        assert [w.gpu for w in on_node] == [str(i) for i in range(expected)]
+        assert [w.name for w in on_node] == [f"{machine.host}-gpu{i}" for i in range(expected)]
+        assert all(w.nthreads == 1 for w in on_node)
+        assert len(idle) == len(worker_ranks) - expected
+        assert [r.rank for r in on_node + idle] == worker_ranks
+    idle_notes = [n for n in layout.notes if "stay idle" in n]
+    unused_notes = [n for n in layout.notes if "get no worker" in n]
+    if gpus and shape == "many":
+        assert len(idle_notes) == nodes and not unused_notes
+    if gpus and shape == "few":
+        assert len(unused_notes) == 1 and not idle_notes
+    if shape == "fit" or gpus == 0:
+        assert layout.notes == ()
+
+
+def test_notes_say_which_ranks_idle_and_what_fits():
+    layout = plan_layout(block_ranks([12]), [node("thetagpu11", 8)])
+    (note,) = layout.notes
+    assert "2 rank(s) on thetagpu11" in note and "ranks 10-11" in note and "-np 10" in note
+
+
+def test_two_node_advice_names_the_first_node():
+    layout = plan_layout(block_ranks([10, 10]), [node("a", 8), node("b", 8)])
+    (note,) = layout.notes
+    assert "ranks 18-19" in note
+    assert "-np 18, with 10 ranks on a and one per GPU on the other nodes" in note
+
+
+def test_unused_gpus_are_named():
+    layout = plan_layout(block_ranks([4]), [node("a", 4)])
+    (note,) = layout.notes
+    assert "2 GPU(s) of a get no worker (2, 3)" in note and "-np 6" in note
+
+
+@pytest.mark.parametrize("size", [0, 1, 2])
+def test_fewer_than_three_ranks_is_an_error(size):
+    with pytest.raises(LaunchError, match="needs at least 3 ranks"):
+        plan_layout([0] * size, [node("a", 8)])
+
+
+def test_cpu_workers_share_the_cores_and_memory_of_their_node():
+    layout = plan_layout(block_ranks([6]), [node("a", 0, cores=16, memory=64 * GiB)])
+    assert [w.nthreads for w in layout.workers] == [4] * 4
+    assert [w.memory_limit for w in layout.workers] == [16 * GiB] * 4
+
+
+def test_gpu_workers_share_memory_not_threads():
+    layout = plan_layout(block_ranks([10]), [node("a", 8, cores=128, memory=1024 * GiB)])
+    assert {w.nthreads for w in layout.workers} == {1}
+    assert {w.memory_limit for w in layout.workers} == {128 * GiB}
+    assert {w.name: w.gpu for w in layout.workers}["a-gpu7"] == "7"
+
+
+def test_explicit_threads_and_memory_apply_to_every_worker():
+    layout = plan_layout(
+        block_ranks([4, 4]), [node("a", 2), node("b", 0)], nthreads=3, memory_limit="10GB"
+    )
+    assert {(w.nthreads, w.memory_limit) for w in layout.workers} == {(3, "10GB")}
+    names = [w.name for w in layout.workers]
+    assert names == ["a-gpu0", "a-gpu1", *[f"b-cpu{i}" for i in range(4)]]
+
+
+def test_ranks_interleaved_across_nodes_follow_their_node():
+    ranks = [0, 1, 0, 1, 0, 1]  # round-robin mapping
+    layout = plan_layout(ranks, [node("a", 2), node("b", 2)])
+    assert [(r.kind, r.host, r.gpu) for r in layout.roles] == [
+        ("scheduler", "a", None), ("driver", "b", None),
+        ("worker", "a", "0"), ("worker", "b", "0"),
+        ("worker", "a", "1"), ("worker", "b", "1"),
+    ]
+
+
+def test_the_mask_of_the_batch_system_is_used_as_given():
+    layout = plan_layout(
+        block_ranks([4]), [Node("a", ("GPU-aa11", "GPU-bb22"), 8, 8 * GiB)]
+    )
+    assert [(w.gpu, w.name) for w in layout.workers] == [
+        ("GPU-aa11", "a-gpu0"), ("GPU-bb22", "a-gpu1"),
+    ]
+
+
+def test_local_layout_has_one_worker_per_gpu():
+    layout = plan_local(node("laptop", 2, cores=8))
+    assert [r.kind for r in layout.roles] == ["scheduler", "driver", "worker", "worker"]
+    assert [w.gpu for w in layout.workers] == ["0", "1"]
+
+
+def test_local_layout_without_gpu_splits_cores_as_localcluster_does():
+    layout = plan_local(node("laptop", 0, cores=16))
+    assert [w.nthreads for w in layout.workers] == [4] * 4
+    assert len(plan_local(node("ci", 0, cores=2)).workers) == 2
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("0,1,2", ["0", "1", "2"]), (" 3 , 5 ", ["3", "5"]), ("", []), ("NoDevFiles", []),
+     ("GPU-1234,MIG-5678", ["GPU-1234", "MIG-5678"])],
+)
+def test_visible_devices(value, expected):
+    assert parse_visible_devices(value) == expected
+
+
+@pytest.mark.parametrize(
+    "visible, detected, override, expected",
+    [
+        (None, 4, None, ("0", "1", "2", "3")),  # detected
+        (None, 0, None, ()),  # no GPU: CPU workers
+        ("4,5,6,7", 8, None, ("4", "5", "6", "7")),  # the batch system's mask wins
+        ("", 8, None, ()),  # masked to none
+        (None, 0, 2, ("0", "1")),  # simulated GPUs
+        ("4,5,6,7", 8, 2, ("4", "5")),  # a subset of the mask
+        (None, 8, 0, ()),  # CPU workers forced
+    ],
+)
+def test_choose_gpus(visible, detected, override, expected):
+    assert choose_gpus(visible, detected, override) == expected
+
+
+def test_format_ranks():
+    assert format_ranks([7, 2, 3, 4, 9, 10]) == "2-4, 7, 9-10"
+    assert format_ranks([5]) == "5"

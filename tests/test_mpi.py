@@ -1,0 +1,205 @@
+"""The launcher under a real mpirun, on CPU, on loopback only.
+
+Every run is bounded by a timeout and reaped afterwards; each test also checks
+that the run left no process behind.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from launch import LAUNCHER, SCRIPTS, launch, mpirun
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
+]
+
+HOST = socket.gethostname().split(".")[0]
+
+
+@pytest.fixture
+def loopback(tmp_path):
+    """Options that keep a run on loopback and its files in the test's folder."""
+    return [
+        "--interface", "lo",
+        "--log-dir", str(tmp_path / "logs"),
+        "--local-directory", str(tmp_path / "scratch"),
+    ]
+
+
+def report(run) -> dict:
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
+    return json.loads(line.removeprefix("REPORT "))
+
+
+def assert_clean(run, rc=0):
+    assert run.rc == rc, run
+    assert run.leftovers == [], run
+    assert "Traceback" not in run.output, run
+
+
+@pytest.mark.timeout(120)
+def test_script_runs_on_every_worker_and_exits_0(loopback):
+    run = launch([*loopback, str(SCRIPTS / "report_cluster.py"), "0", "--flag"], np=4)
+    assert_clean(run)
+    seen = report(run)
+    assert seen["workers"] == [f"{HOST}-cpu0", f"{HOST}-cpu1"]
+    assert seen["same_scheduler"] and seen["answer"] == 42 and seen["name"] == "__main__"
+    assert seen["argv"] == [str(SCRIPTS / "report_cluster.py"), "0", "--flag"]
+    assert seen["path0"] == str(SCRIPTS)
+    lines = run.stdout.splitlines()
+    expected_order = [
+        "Starting the scheduler", "Scheduler address: tcp://127.0.0.1:", "Starting the workers",
+        "Client status: <Client: 'tcp://127.0.0.1:", "To connect to the Dask dashboard",
+        "    ssh -t -L ", "To open the Dask dashboard, go to:", "    http://localhost:",
+        "REPORT ", "Code ran successfully.", "Successfully exited",
+    ]
+    positions = [
+        next(i for i, line in enumerate(lines) if line.startswith(s)) for s in expected_order
+    ]
+    assert positions == sorted(positions), run.stdout
+    assert "processes=2 threads=2" in run.stdout
+    assert run.stderr == "", run
+
+
+@pytest.mark.timeout(120)
+def test_exit_status_of_the_script_is_mpiruns(loopback):
+    run = launch([*loopback, str(SCRIPTS / "report_cluster.py"), "3"], np=3)
+    assert_clean(run, rc=3)
+    assert "Code failed with exit status 3." in run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_raising_script_ends_every_rank_quickly(loopback, tmp_path):
+    marker = tmp_path / "raised_at"
+    script = tmp_path / "raise_later.py"
+    stamp = f"import time; open({str(marker)!r}, 'w').write(repr(time.time()))"
+    source = (SCRIPTS / "raise_error.py").read_text()
+    script.write_text(source.replace("def main():", f"def main():\n    {stamp}"))
+    run = launch([*loopback, str(script)], np=4)
+    ended = time.time()
+    assert run.rc not in (0, None), run
+    assert run.leftovers == [], run
+    assert ended - float(marker.read_text()) < 15, run
+    assert run.stderr.count("Traceback (most recent call last)") == 1, run
+    assert "ValueError: boom from the script, after 0.25" in run.stderr
+    assert f'File "{script}", line' in run.stderr and "runpy" not in run.stderr
+
+
+@pytest.mark.timeout(120)
+def test_simulated_gpus_give_each_worker_its_own_device(loopback):
+    run = launch([*loopback, "--gpus-per-node", "2", str(SCRIPTS / "report_cluster.py")], np=4)
+    assert_clean(run)
+    seen = report(run)
+    assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]
+    assert sorted(seen["devices"].values()) == ["0", "1"]
+    assert seen["resources"] == ["{'GPU': 1}", "{'GPU': 1}"]
+
+
+@pytest.mark.timeout(120)
+def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
+    run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)
+    assert_clean(run)
+    assert report(run)["workers"] == [f"{HOST}-gpu0"]
+    (warning,) = run.stderr.splitlines()
+    assert "1 rank(s) on" in warning and "(ranks 3)" in warning and "-np 3 fits" in warning
+
+
+@pytest.mark.timeout(120)
+def test_without_mpirun_a_local_cluster_runs_the_script(tmp_path):
+    run = launch(
+        ["--log-dir", str(tmp_path / "logs"), str(SCRIPTS / "report_cluster.py"), "4"]
+    )
+    assert_clean(run, rc=4)
+    seen = report(run)
+    assert seen["workers"] and all(name.startswith(f"{HOST}-cpu") for name in seen["workers"])
+    assert seen["same_scheduler"] and seen["answer"] == 42
+    assert "Scheduler address: tcp://127.0.0.1:" in run.stdout
+
+
+@pytest.mark.timeout(60)
+def test_two_ranks_is_one_clear_error(loopback):
+    run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=2)
+    assert run.rc == 2 and run.leftovers == [], run
+    assert run.stdout == ""
+    assert run.stderr.startswith("start_daskmpi: error: needs at least 3 ranks")
+    assert len(run.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["missing.py"], "script not found: missing.py"),
+        ([], "give a script to run"),
+        (["--bogus", "job.py"], "unrecognized arguments: --bogus"),
+        (["--interface", "ib9", "job.py"], "no network interface 'ib9'"),
+    ],
+)
+def test_user_errors_are_one_line_on_one_rank(tmp_path, args, words):
+    run = launch(["--log-dir", str(tmp_path / "logs"), *args], np=3, cwd=tmp_path)
+    assert run.rc == 2 and run.leftovers == [], run
+    assert run.stderr.count("start_daskmpi: error:") == 1 and words in run.stderr, run
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.timeout(120)
+def test_taken_default_ports_give_way_and_the_banner_says_so(loopback):
+    with ExitStack() as stack:
+        for port in (8786, 8787):
+            sock = stack.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:
+                pass  # taken already, which is what this test needs
+        run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3)
+    assert_clean(run)
+    scheduler_port = int(re.search(r"Scheduler address: tcp://127.0.0.1:(\d+)", run.stdout)[1])
+    dashboard_port = int(re.search(r"http://localhost:(\d+)/status", run.stdout)[1])
+    assert scheduler_port != 8786 and dashboard_port != 8787
+    assert f"-L {dashboard_port}:localhost:{dashboard_port}" in run.stdout
+
+
+@pytest.mark.timeout(60)
+def test_taken_explicit_port_is_an_error(loopback):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        script = str(SCRIPTS / "report_cluster.py")
+        run = launch([*loopback, "--scheduler-port", str(port), script], np=3)
+    assert run.rc == 2 and run.leftovers == [], run
+    assert f"port {port} of --scheduler-port is already in use" in run.stderr
+    assert run.stderr.count("start_daskmpi: error:") == 1
+
+
+@pytest.mark.timeout(120)
+def test_workers_that_never_register_are_named(loopback):
+    # Every worker hangs in a preload, before it registers.
+    hang = {"DASK_DISTRIBUTED__WORKER__PRELOAD": '["import time; time.sleep(600)"]'}
+    run = launch(
+        [*loopback, "--startup-timeout", "3", str(SCRIPTS / "report_cluster.py")],
+        np=4, env=hang,
+    )
+    assert run.rc == 1 and run.leftovers == [], run
+    assert "2 of 2 workers did not register within 3 s: rank(s) 2-3" in run.stderr, run
+    assert f"{HOST}-cpu0, {HOST}-cpu1" in run.stderr
+
+
+def test_import_has_no_side_effects():
+    code = (
+        "import sys, start_daskmpi; "
+        "assert 'mpi4py.MPI' not in sys.modules; "
+        "assert sys.stdout.line_buffering is False"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=LAUNCHER.parent, check=True, timeout=60)

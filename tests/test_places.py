@@ -1,0 +1,177 @@
+"""Ports, folders, tunnels and launchers: the side-effect-free parts."""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+import start_daskmpi as sd
+
+
+def test_explicit_free_port_is_kept():
+    assert sd.choose_port(9000, 8786, lambda p: True, "--scheduler-port") == 9000
+
+
+def test_explicit_taken_port_is_an_error():
+    with pytest.raises(sd.LaunchError, match="port 9000 of --scheduler-port is already in use"):
+        sd.choose_port(9000, 8786, lambda p: p != 9000, "--scheduler-port")
+
+
+def test_port_zero_means_any():
+    assert sd.choose_port(0, 8786, lambda p: False, "--scheduler-port") == 0
+
+
+def test_taken_default_port_gives_way_to_the_next_free_one():
+    taken = {8786, 8787, 8788}
+    assert sd.choose_port(None, 8786, lambda p: p not in taken, "--scheduler-port") == 8789
+
+
+def test_no_free_port_nearby_means_any():
+    assert sd.choose_port(None, 8786, lambda p: False, "--scheduler-port") == 0
+
+
+def test_port_is_free_sees_a_real_listener():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not sd.port_is_free("127.0.0.1", port)
+        host_free = lambda p: sd.port_is_free("127.0.0.1", p)  # noqa: E731
+        chosen = sd.choose_port(None, port, host_free, "--scheduler-port")
+        assert chosen != port and (chosen == 0 or host_free(chosen))
+    assert sd.port_is_free("127.0.0.1", port)
+
+
+def test_dashboard_address_keeps_its_host_and_moves_its_port():
+    taken = {8787}
+    free = lambda host, port: port not in taken  # noqa: E731
+    assert sd.dashboard_address(None, free) == "127.0.0.1:8788"
+    assert sd.dashboard_address(":9999", free) == ":9999"
+    with pytest.raises(sd.LaunchError, match="--dashboard-address"):
+        sd.dashboard_address("0.0.0.0:8787", free)
+
+
+def test_thetagpu_route_is_the_seed_chain():
+    route = sd.ssh_route(None, "thetagpu11", "thetagpu11.alcf.anl.gov", "ada")
+    assert sd.ssh_tunnel_command(route, [8787]) == (
+        "ssh -t -L 8787:localhost:8787 ada@theta.alcf.anl.gov "
+        "ssh -t -L 8787:localhost:8787 thetagpusn1 "
+        "ssh -t -L 8787:localhost:8787 thetagpu11"
+    )
+
+
+def test_generic_route_goes_straight_to_the_node():
+    route = sd.ssh_route(None, "node7", "node7.cluster.example.org", "ada")
+    assert sd.ssh_tunnel_command(route, [8787, 7787]) == (
+        "ssh -t -L 8787:localhost:8787 -L 7787:localhost:7787 ada@node7.cluster.example.org"
+    )
+
+
+def test_given_hops_end_at_the_node():
+    route = sd.ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
+    assert route == ["me@login.site.org", "gateway", "x1001c0s0b0n0"]
+    assert sd.ssh_tunnel_command(route, [8790]).count("-L 8790:localhost:8790") == 3
+
+
+def test_banner_shows_the_port_actually_used():
+    info = sd.SchedulerInfo("tcp://10.1.2.3:8786", "thetagpu11", "thetagpu11", 8790)
+    text = sd.connection_banner(info, ["u@login", "thetagpu11"])
+    assert "ssh -t -L 8790:localhost:8790 u@login ssh -t -L 8790:localhost:8790 thetagpu11" in text
+    assert "http://localhost:8790/status" in text
+    no_bokeh = sd.SchedulerInfo("tcp://10.1.2.3:8786", "n", "n", None)
+    assert "dashboard is off" in sd.connection_banner(no_bokeh, ["n"])
+
+
+NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
+
+
+@pytest.mark.parametrize(
+    "environ, name",
+    [
+        ({"COBALT_JOBID": "12345"}, "12345"),
+        ({"PBS_JOBID": "678.polaris-pbs-01"}, "678.polaris-pbs-01"),
+        ({"SLURM_JOB_ID": "99"}, "99"),
+        ({}, "20261124-210509"),
+    ],
+)
+def test_default_log_dir(environ, name):
+    assert sd.default_log_dir(environ, Path("/home/ada"), NOW) == Path("/home/ada/dask_logs") / name
+
+
+def test_make_log_dir_is_private_and_never_reuses_a_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    first, second = sd.make_log_dir(None), sd.make_log_dir(None)
+    assert first == tmp_path / "dask_logs" / "42" and second == tmp_path / "dask_logs" / "42.1"
+    assert stat.S_IMODE(first.stat().st_mode) == 0o700
+
+
+def test_make_log_dir_refuses_an_unwritable_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(sd.LaunchError, match="cannot create --log-dir"):
+        sd.make_log_dir(blocker / "logs")
+
+
+def test_local_directory_prefers_tmpdir_then_node_scratch():
+    writable = {"/local/scratch", "/tmp"}.__contains__
+    assert sd.default_local_directory({"TMPDIR": "/job/tmp"}, lambda p: True) == "/job/tmp"
+    assert sd.default_local_directory({}, writable) == "/local/scratch"
+    assert sd.default_local_directory({}, lambda p: p == "/tmp") == "/tmp"
+
+
+@pytest.mark.parametrize(
+    "environ, world",
+    [
+        ({"OMPI_COMM_WORLD_SIZE": "10", "OMPI_COMM_WORLD_RANK": "3"}, (10, 3)),
+        ({"PMI_SIZE": "4", "PMI_RANK": "0"}, (4, 0)),
+        ({"SLURM_STEP_NUM_TASKS": "18", "SLURM_PROCID": "17"}, (18, 17)),
+        ({"PMI_SIZE": "4"}, None),
+        ({}, None),
+    ],
+)
+def test_launcher_world(environ, world):
+    assert sd.launcher_world(environ) == world
+
+
+def test_no_launcher_means_local_mode_without_touching_mpi():
+    assert sd.mpi_world({}) is None
+
+
+def test_check_script(tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text("print('hi')\n")
+    sd.check_script(str(good))
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(:\n")
+    with pytest.raises(sd.LaunchError, match=r"bad.py:1: .*fix the script's syntax"):
+        sd.check_script(str(bad))
+    with pytest.raises(sd.LaunchError, match="script not found"):
+        sd.check_script(str(tmp_path / "missing.py"))
+    with pytest.raises(sd.LaunchError, match="not a file"):
+        sd.check_script(str(tmp_path))
+    binary = tmp_path / "data.py"
+    binary.write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(sd.LaunchError, match="not a Python script"):
+        sd.check_script(str(binary))
+
+
+def test_check_interface():
+    sd.check_interface("lo")
+    sd.check_interface(None)
+    with pytest.raises(sd.LaunchError, match="no network interface 'ib9'.*it has: .*lo"):
+        sd.check_interface("ib9")
+
+
+def test_check_local_directory(tmp_path):
+    sd.check_local_directory(str(tmp_path / "new"))
+    assert (tmp_path / "new").is_dir()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(sd.LaunchError, match="not writable"):
+            sd.check_local_directory(str(locked))
