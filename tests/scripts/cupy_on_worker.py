@@ -1,0 +1,45 @@
+"""On each GPU worker: its device, a CuPy computation, and a CuPy dask.array."""
+import json
+import os
+
+import dask
+import dask.array as da
+from distributed import get_client
+
+
+def on_worker():
+    import cupy
+
+    total = int(cupy.arange(10**6, dtype=cupy.int64).sum())
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+    return {
+        "pid": os.getpid(),
+        "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "count": cupy.cuda.runtime.getDeviceCount(),
+        "pci_bus": props["pciBusID"],
+        "name": props["name"].decode(),
+        "total": total,
+    }
+
+
+client = get_client()
+workers = client.run(on_worker)
+with dask.config.set({"array.backend": "cupy"}):
+    x = da.random.default_rng(42).normal(10, 1, size=(4000, 4000), chunks=1000)
+y = (x + 1)[::2, ::2].sum()
+chunk_type = type(x.blocks[0, 0].compute()).__module__
+total = float(y.compute())
+
+
+def gpu_pids():
+    import pynvml
+
+    pynvml.nvmlInit()
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    return sorted({p.pid for h in handles for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)})
+
+
+print("GPU " + json.dumps(
+    {"workers": workers, "chunk_module": chunk_type, "sum": total, "gpu_pids": gpu_pids(),
+     "driver_pid": os.getpid()}
+))

@@ -1,0 +1,78 @@
+"""On a real NVIDIA GPU: each worker sees its one GPU, and CuPy runs there.
+
+Skipped where there is no GPU or no CuPy (CI); run on a GPU machine with
+``pytest tests/test_gpu.py``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from launch import SCRIPTS, launch, mpirun
+from start_daskmpi import count_gpus
+
+GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(GPUS == 0, reason="no NVIDIA GPU"),
+    pytest.mark.skipif(importlib.util.find_spec("cupy") is None, reason="no CuPy"),
+]
+
+
+def gpu_report(run) -> dict:
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("GPU ")]
+    return json.loads(line.removeprefix("GPU "))
+
+
+def check_workers(seen: dict, count: int) -> None:
+    workers = list(seen["workers"].values())
+    assert len(workers) == count
+    assert sorted(w["visible"] for w in workers) == [str(i) for i in range(count)]
+    assert {w["count"] for w in workers} == {1}  # pinned: each sees exactly one GPU
+    assert len({w["pci_bus"] for w in workers}) == count  # and each a different one
+    assert {w["total"] for w in workers} == {(10**6 - 1) * 10**6 // 2}
+    assert seen["chunk_module"].startswith("cupy")
+    assert abs(seen["sum"] - 2000**2 * 11) < 6 * 2000
+    # Only workers hold CUDA contexts: not the driver, not the scheduler.
+    if seen["gpu_pids"]:
+        assert set(seen["gpu_pids"]) <= {w["pid"] for w in workers}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+def test_one_worker_per_gpu_under_mpirun(tmp_path):
+    run = launch(
+        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
+         str(SCRIPTS / "cupy_on_worker.py")],
+        np=GPUS + 2, timeout=150,
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    check_workers(gpu_report(run), GPUS)
+
+
+@pytest.mark.timeout(180)
+def test_local_mode_uses_every_gpu(tmp_path):
+    run = launch(
+        ["--log-dir", str(tmp_path / "logs"), str(SCRIPTS / "cupy_on_worker.py")], timeout=150
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    check_workers(gpu_report(run), GPUS)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+def test_cupy_test_runs_its_gpu_part(tmp_path):
+    run = launch(
+        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
+         str(SCRIPTS.parent.parent / "cupy_test.py")],
+        np=GPUS + 2, timeout=280,
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [], run
+    assert run.stdout.count("elapsed time:") == 2 and "skipped" not in run.stdout
+    assert run.stdout.count(": ok") == 2
