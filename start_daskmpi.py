@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import getpass
 import importlib.util
@@ -25,8 +26,9 @@ import runpy
 import socket
 import subprocess
 import sys
+import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from dask.system import CPU_COUNT
 from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, Nanny, Scheduler, SpecCluster, Worker
 from distributed.comm.addressing import parse_host_port
+from distributed.core import rpc
 from distributed.system import MEMORY_LIMIT
 from distributed.utils import get_ip_interface
 
@@ -50,7 +53,9 @@ DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
 PORT_SEARCH_SPAN = 100
 TAG_START = 1
 TAG_END = 2
+FAILURES_TOPIC = "start_daskmpi-failures"  # scheduler event topic for workers that failed to start
 POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
+STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver gave up
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
 LOG_FILE_VARIABLE = "START_DASKMPI_LOG_FILE"
 VERBOSE_VARIABLE = "START_DASKMPI_VERBOSE"
@@ -353,18 +358,24 @@ def parse_visible_devices(value: str) -> list[str]:
     return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
-def choose_gpus(visible: str | None, detected: int, override: int | None) -> tuple[str, ...]:
+def choose_gpus(
+    visible: str | None, detected: int, override: int | None, host: str = "this node"
+) -> tuple[str, ...]:
     """The GPUs a node's workers use: the batch system's mask when it set one
-    (its entries, not raw indices), else the detected count, trimmed or
-    stretched to --gpus-per-node."""
-    devices = parse_visible_devices(visible) if visible is not None else []
-    if visible is None:
-        devices = [str(i) for i in range(detected)]
-    if override is None:
-        return tuple(devices)
-    if len(devices) >= override:
+    (its entries, not raw indices), else the detected ones; --gpus-per-node
+    takes the first N of them, or simulates N where no GPU can be seen."""
+    if visible is not None:
+        devices, source = parse_visible_devices(visible), f"CUDA_VISIBLE_DEVICES={visible}"
+    else:
+        devices, source = [str(i) for i in range(detected)], "detected"
+    if override is None or override <= len(devices):
         return tuple(devices[:override])
-    return tuple(str(i) for i in range(override))
+    if visible is None and detected == 0:
+        return tuple(str(i) for i in range(override))
+    raise LaunchError(
+        f"--gpus-per-node {override}, but {host} has {len(devices)} GPU(s) ({source}): "
+        f"use --gpus-per-node {len(devices)} or fewer"
+    )
 
 
 def count_gpus_nvml() -> int:
@@ -396,10 +407,11 @@ def count_gpus() -> int:
 
 def this_node(gpus_per_node: int | None, environ: Mapping[str, str] = os.environ) -> Node:
     visible = environ.get("CUDA_VISIBLE_DEVICES")
-    detected = 0 if visible is not None or gpus_per_node is not None else count_gpus()
+    detected = 0 if visible is not None or gpus_per_node == 0 else count_gpus()
+    host = socket.gethostname().split(".")[0]
     return Node(
-        host=socket.gethostname().split(".")[0],
-        gpus=choose_gpus(visible, detected, gpus_per_node),
+        host=host,
+        gpus=choose_gpus(visible, detected, gpus_per_node, host),
         cores=CPU_COUNT,
         memory=MEMORY_LIMIT,
     )
@@ -693,7 +705,8 @@ def worker_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict
         protocol=args.protocol,
         # The worker's own HTTP server only serves metrics; keep it off the network.
         dashboard_address="127.0.0.1:0",
-        death_timeout=args.startup_timeout,
+        # Past the driver's own wait, so that the driver names the missing workers.
+        death_timeout=args.startup_timeout + STARTUP_MARGIN,
         worker_class=LoggedWorker,
         env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
     )
@@ -769,17 +782,28 @@ def close_clients_left_open() -> None:
 
 
 def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Path) -> None:
+    """Return once every planned worker has registered; raise LaunchError at
+    the first failure a worker reports, or naming the missing ones at timeout."""
     expected = layout.workers
-    try:
-        client.wait_for_workers(len(expected), timeout=timeout)
-    except TimeoutError:
-        seen = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-        missing = [role for role in expected if role.name not in seen]
-        raise LaunchError(
-            f"{len(missing)} of {len(expected)} workers did not register within "
-            f"{timeout:g} s: rank(s) {format_ranks(r.rank for r in missing)} "
-            f"({', '.join(str(r.name) for r in missing)}); see their logs in {log_dir}"
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(len(expected), timeout=min(1.0, timeout))
+            return
+        except TimeoutError:
+            pass
+        failed = [message for _, message in client.get_events(FAILURES_TOPIC)]
+        if failed:
+            raise LaunchError(f"{'; '.join(failed)}; see the logs in {log_dir}")
+        if time.monotonic() >= deadline:
+            break
+    seen = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    missing = [role for role in expected if role.name not in seen]
+    raise LaunchError(
+        f"{len(missing)} of {len(expected)} workers did not register within "
+        f"{timeout:g} s: rank(s) {format_ranks(r.rank for r in missing)} "
+        f"({', '.join(str(r.name) for r in missing)}); see their logs in {log_dir}"
+    )
 
 
 def drive(args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir: Path) -> int:
@@ -875,15 +899,18 @@ def agree(world: Any, error: str | None) -> bool:
     return not any(errors)
 
 
-def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout:
+def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
+    """Every rank's role, agreed by all; None when a node cannot host the plan."""
     from mpi4py import MPI
 
     # One rank per node looks: GPU detection is node-wide, and the mask the
     # batch system gave the node's first rank stands for the node.
     node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
-    mine = (world.rank, this_node(args.gpus_per_node)) if node_comm.rank == 0 else None
-    leader, node = node_comm.bcast(mine, root=0)
+    mine = (world.rank, *attempt(this_node, args.gpus_per_node)) if node_comm.rank == 0 else None
+    leader, node, error = node_comm.bcast(mine, root=0)
     node_comm.Free()
+    if not agree(world, error):
+        return None
     gathered = world.allgather((leader, node))
     nodes = dict(gathered)  # leader rank -> node, in the order of first rank
     leaders = list(nodes)
@@ -907,11 +934,18 @@ def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
     return log_dir / f"rank{role.rank}-worker-process.log"
 
 
-async def until_end(end: asyncio.Future, finished: Any) -> None:
-    """Wait for the driver's end of job, or for the server to stop by itself."""
-    stopped = asyncio.ensure_future(finished)
-    await asyncio.wait([end, stopped], return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
+async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
+    """Await ``work`` unless the driver ends the job first; True if it finished.
+    The job can end while a worker still starts (another one failed)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait([end, task], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raise what it raised
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
@@ -936,7 +970,7 @@ async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
     end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
     async with scheduler:
         send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
-        await until_end(end, scheduler.finished())
+        await unless_ended(end, scheduler.finished())
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
     return await end
 
@@ -946,13 +980,45 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
     if error is not None:
         return 2
     end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    nanny = Nanny(info.address, **worker_options(role, args, log_file))
     try:
-        async with Nanny(info.address, **worker_options(role, args, log_file)) as nanny:
-            await until_end(end, nanny.finished())
-    except Exception:
-        # The driver names this rank when it gives up waiting for its worker.
-        logger.exception("worker %s on rank %d failed", role.name, role.rank)
+        if await unless_ended(end, nanny.start()):
+            await unless_ended(end, nanny.finished())
+    except Exception as e:
+        # Distributed has logged why; tell the driver, which is waiting for this worker.
+        logger.info("worker %s failed", role.name, exc_info=True)
+        await report_failure(
+            info.address, f"worker {role.name} (rank {role.rank}) failed: {describe(e)}"
+        )
+    finally:
+        # A start cut short leaves the nanny "starting", which its close asserts
+        # against; distributed's exit hook reaps the worker process then.
+        with contextlib.suppress(Exception):
+            await nanny.close()
     return await end
+
+
+async def report_failure(address: str, message: str) -> None:
+    """Post ``message`` in the scheduler's event log, where the driver looks.
+    Not an MPI message: one the driver never received would break MPI_Finalize."""
+    try:
+        async with rpc(address, timeout=10) as scheduler:
+            await scheduler.log_event(topic=FAILURES_TOPIC, msg=message)
+    except OSError:
+        logger.warning("could not tell the scheduler: %s", message)
+
+
+def describe(error: BaseException) -> str:
+    """The first cause of a failed start: distributed wraps it ("Nanny failed to
+    start") and may raise more while cleaning up."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return "it did not start in time"
+    first = chain[-1]
+    return f"{type(first).__name__}: {first}"
 
 
 async def stay_idle(world: Any) -> int:
@@ -982,6 +1048,8 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
             report(world_too_small(world.size))
         return 2
     layout = agree_on_layout(world, args)
+    if layout is None:
+        return 2
     made = attempt(make_log_dir, args.log_dir) if world.rank == SCHEDULER_RANK else None
     log_dir, error = world.bcast(made, root=SCHEDULER_RANK)
     if not agree(world, error):

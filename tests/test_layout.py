@@ -186,6 +186,20 @@ def test_choose_gpus(visible, detected, override, expected):
     assert choose_gpus(visible, detected, override) == expected
 
 
+@pytest.mark.parametrize(
+    "visible, detected, override, words",
+    [
+        ("0,1", 8, 4, "has 2 GPU(s) (CUDA_VISIBLE_DEVICES=0,1): use --gpus-per-node 2"),
+        ("", 8, 1, "has 0 GPU(s) (CUDA_VISIBLE_DEVICES=)"),
+        (None, 4, 8, "has 4 GPU(s) (detected): use --gpus-per-node 4 or fewer"),
+    ],
+)
+def test_more_gpus_than_there_are_is_an_error(visible, detected, override, words):
+    with pytest.raises(LaunchError, match="--gpus-per-node") as raised:
+        choose_gpus(visible, detected, override, "x3004")
+    assert f"x3004 {words}" in str(raised.value)
+
+
 def test_format_ranks():
     assert format_ranks([7, 2, 3, 4, 9, 10]) == "2-4, 7, 9-10"
     assert format_ranks([5]) == "5"

@@ -25,10 +25,10 @@ def on_worker():
 client = get_client()
 workers = client.run(on_worker)
 with dask.config.set({"array.backend": "cupy"}):
-    x = da.random.default_rng(42).normal(10, 1, size=(4000, 4000), chunks=1000)
-y = (x + 1)[::2, ::2].sum()
-chunk_type = type(x.blocks[0, 0].compute()).__module__
-total = float(y.compute())
+    x = 10 + da.random.default_rng(42).standard_normal((4000, 4000), chunks=1000)
+# Computed on the workers: CuPy results sent here would make a context here too.
+chunk_type = client.submit(lambda b: type(b).__module__, client.compute(x.blocks[0, 0])).result()
+total = client.submit(float, client.compute((x + 1)[::2, ::2].sum())).result()
 
 
 def gpu_pids():
