@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(NODE_SCRATCH)}, /tmp)",
     )
     worker.add_argument(
+        "--nanny", action=argparse.BooleanOptionalAction, default=True,
+        help="under mpirun, run each worker behind a nanny that restarts it if it dies "
+        "(default); --no-nanny runs it in its rank's process: a faster start, but a dead "
+        "worker ends the job",
+    )
+    worker.add_argument(
         "--gpus-per-node", type=_count,
         help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
     )
@@ -693,8 +699,7 @@ def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
     )
 
 
-def worker_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict[str, Any]:
-    pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
+def worker_options(role: Role, args: argparse.Namespace) -> dict[str, Any]:
     return dict(
         name=role.name,
         nthreads=role.nthreads,
@@ -707,6 +712,15 @@ def worker_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict
         dashboard_address="127.0.0.1:0",
         # Past the driver's own wait, so that the driver names the missing workers.
         death_timeout=args.startup_timeout + STARTUP_MARGIN,
+    )
+
+
+def nanny_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict[str, Any]:
+    """The worker's options, plus what its process needs before it starts: its
+    GPU and where to log."""
+    pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
+    return dict(
+        worker_options(role, args),
         worker_class=LoggedWorker,
         env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
     )
@@ -980,10 +994,13 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
     if error is not None:
         return 2
     end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
-    nanny = Nanny(info.address, **worker_options(role, args, log_file))
+    if args.nanny:
+        server = Nanny(info.address, **nanny_options(role, args, log_file))
+    else:
+        server = Worker(info.address, **worker_options(role, args))
     try:
-        if await unless_ended(end, nanny.start()):
-            await unless_ended(end, nanny.finished())
+        if await unless_ended(end, server.start()):
+            await unless_ended(end, server.finished())
     except Exception as e:
         # Distributed has logged why; tell the driver, which is waiting for this worker.
         logger.info("worker %s failed", role.name, exc_info=True)
@@ -991,10 +1008,10 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
             info.address, f"worker {role.name} (rank {role.rank}) failed: {describe(e)}"
         )
     finally:
-        # A start cut short leaves the nanny "starting", which its close asserts
+        # A start cut short leaves a nanny "starting", which its close asserts
         # against; distributed's exit hook reaps the worker process then.
         with contextlib.suppress(Exception):
-            await nanny.close()
+            await server.close()
     return await end
 
 
@@ -1086,7 +1103,7 @@ def run_local(args: argparse.Namespace) -> int:
     workers = {
         role.name: {
             "cls": Nanny,
-            "options": worker_options(role, args, log_dir / f"worker-{role.name}.log"),
+            "options": nanny_options(role, args, log_dir / f"worker-{role.name}.log"),
         }
         for role in layout.workers
     }

@@ -104,8 +104,10 @@ def test_raising_script_ends_every_rank_quickly(loopback, tmp_path):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(0 < count_gpus() < 2, reason="fewer real GPUs than simulated ones")
-def test_simulated_gpus_give_each_worker_its_own_device(loopback):
-    run = launch([*loopback, "--gpus-per-node", "2", str(SCRIPTS / "report_cluster.py")], np=4)
+@pytest.mark.parametrize("nanny", ["--nanny", "--no-nanny"])
+def test_simulated_gpus_give_each_worker_its_own_device(loopback, nanny):
+    script = str(SCRIPTS / "report_cluster.py")
+    run = launch([*loopback, "--gpus-per-node", "2", nanny, script], np=4)
     assert_clean(run)
     seen = report(run)
     assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]

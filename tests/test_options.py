@@ -14,7 +14,8 @@ def test_defaults():
     assert args.nthreads is None and args.memory_limit == "auto"
     assert args.scheduler_port is None and args.dashboard_address is None
     assert args.gpus_per_node is None and args.startup_timeout == 120
-    assert not args.verbose
+    assert args.nanny and not args.verbose
+    assert not parse_args(["--no-nanny", "job.py"]).nanny
 
 
 def test_everything_after_the_script_belongs_to_the_script():
@@ -67,6 +68,6 @@ def test_help_names_every_option():
     for option in (
         "--nthreads", "--memory-limit", "--local-directory", "--interface", "--protocol",
         "--scheduler-port", "--dashboard-address", "--scheduler-file", "--log-dir",
-        "--gpus-per-node", "--startup-timeout", "--ssh-hops", "--verbose",
+        "--gpus-per-node", "--startup-timeout", "--ssh-hops", "--verbose", "--no-nanny",
     ):
         assert option in text
