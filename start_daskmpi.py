@@ -159,16 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker = parser.add_argument_group("workers")
     worker.add_argument(
-        "--nthreads", type=_positive_int,
+        "--nthreads", type=_positive_int, metavar="N",
         help="threads per worker (default: 1 per GPU worker; CPU workers share the node's cores)",
     )
     worker.add_argument(
-        "--memory-limit", type=_memory_limit, default="auto",
+        "--memory-limit", type=_memory_limit, default="auto", metavar="LIMIT",
         help="memory per worker: bytes (80GB), a fraction of the node, 0 for none, "
         "or auto: the node's memory shared among its workers (default)",
     )
     worker.add_argument(
-        "--local-directory",
+        "--local-directory", metavar="DIR",
         help="node-local scratch for spilling (default: first writable of $TMPDIR, "
         f"{', '.join(NODE_SCRATCH)}, /tmp)",
     )
@@ -179,36 +179,39 @@ def build_parser() -> argparse.ArgumentParser:
         "worker ends the job",
     )
     worker.add_argument(
-        "--gpus-per-node", type=_count,
+        "--gpus-per-node", type=_count, metavar="N",
         help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
     )
     net = parser.add_argument_group("network")
-    net.add_argument("--interface", help="network interface to use, e.g. ib0, hsn0, lo")
-    net.add_argument("--protocol", help="Dask comm protocol, e.g. tcp, tls, ucx")
     net.add_argument(
-        "--scheduler-port", type=_port,
+        "--interface", metavar="NAME", help="network interface to use, e.g. ib0, hsn0, lo"
+    )
+    net.add_argument("--protocol", metavar="NAME", help="Dask comm protocol, e.g. tcp, tls, ucx")
+    net.add_argument(
+        "--scheduler-port", type=_port, metavar="PORT",
         help=f"scheduler port (default {DEFAULT_SCHEDULER_PORT}, or the next free one)",
     )
     net.add_argument(
-        "--dashboard-address",
+        "--dashboard-address", metavar="[HOST]:PORT",
         help=f"dashboard [host]:port (default {DEFAULT_DASHBOARD_ADDRESS}, "
         "or the next free port; the SSH tunnel reaches localhost)",
     )
     net.add_argument(
-        "--ssh-hops",
+        "--ssh-hops", metavar="HOPS",
         help="comma-separated SSH hops from your machine to the compute node, for the "
         "printed tunnel command (default: the site's login chain, or USER@this host)",
     )
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--scheduler-file", help="write the scheduler's address here, for other clients"
+        "--scheduler-file", metavar="FILE",
+        help="write the scheduler's address here, for other clients",
     )
     run.add_argument(
-        "--log-dir", type=Path,
+        "--log-dir", type=Path, metavar="DIR",
         help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
     )
     run.add_argument(
-        "--startup-timeout", type=_seconds, default=120.0,
+        "--startup-timeout", type=_seconds, default=120.0, metavar="SECONDS",
         help="seconds to wait for every worker to register (default 120)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show Dask's INFO logs here too")

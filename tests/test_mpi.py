@@ -232,6 +232,52 @@ def test_more_gpus_than_the_node_has_is_an_error(tmp_path):
     assert "--gpus-per-node 4, but" in line and "has 2 GPU(s) (CUDA_VISIBLE_DEVICES=0,1)" in line
 
 
+@pytest.mark.timeout(60)
+def test_mpi4py_of_another_mpi_is_detected(tmp_path):
+    # What each rank sees when mpi4py's MPI is not the mpirun's: a world of one.
+    fake = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "0", "PMI_SIZE": "4",
+            "PMI_RANK": "0"}
+    run = launch(["--log-dir", str(tmp_path / "logs"), str(SCRIPTS / "report_cluster.py")],
+                 env=fake)
+    assert run.rc == 2 and run.leftovers == [], run
+    (line,) = our_lines(run.stderr)
+    assert "mpirun started 4 ranks but mpi4py sees 1" in line
+
+
+@pytest.mark.timeout(120)
+def test_scheduler_file_and_logs(loopback, tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    script = tmp_path / "connect.py"
+    script.write_text(
+        "import sys\nfrom distributed import Client\n"
+        "with Client(scheduler_file=sys.argv[1], timeout=30) as c:\n"
+        "    print('via file:', len(c.scheduler_info(n_workers=-1)['workers']))\n"
+    )
+    run = launch(
+        [*loopback, "-v", "--scheduler-file", str(scheduler_file), str(script),
+         str(scheduler_file)],
+        np=4,
+    )
+    assert_clean(run)
+    assert "via file: 2" in run.stdout
+    assert "distributed.scheduler - INFO" in run.stderr  # -v: INFO on the terminal
+    logs = tmp_path / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",
+        "rank2-worker.log", "rank3-worker-process.log", "rank3-worker.log",
+    ]
+    assert "Register worker" in (logs / "rank0-scheduler.log").read_text()
+    assert "Start worker at" in (logs / "rank2-worker-process.log").read_text()
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [logs, *logs.iterdir()])
+
+
+@pytest.mark.timeout(120)
+def test_without_verbose_the_terminal_gets_no_info_logs(loopback):
+    run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3)
+    assert_clean(run)
+    assert " - INFO - " not in run.output
+
+
 def test_import_has_no_side_effects():
     code = (
         "import sys, start_daskmpi; "
