@@ -74,7 +74,7 @@ def test_script_runs_on_every_worker_and_exits_0(loopback):
         next(i for i, line in enumerate(lines) if line.startswith(s)) for s in expected_order
     ]
     assert positions == sorted(positions), run.stdout
-    assert "processes=2 threads=2" in run.stdout
+    assert "processes=2 threads=" in run.stdout
     assert run.stderr == "", run
 
 

@@ -41,5 +41,5 @@ def gpu_pids():
 
 print("GPU " + json.dumps(
     {"workers": workers, "chunk_module": chunk_type, "sum": total, "gpu_pids": gpu_pids(),
-     "driver_pid": os.getpid()}
+     "driver_pid": os.getpid(), "scheduler_pid": client.run_on_scheduler(os.getpid)}
 ))
