@@ -88,55 +88,46 @@ class _Parser(argparse.ArgumentParser):
         raise LaunchError(f"{message} (see --help)")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
+def _integer(low: int, high: int, expected: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError
-    return value
+_positive_int = _integer(1, sys.maxsize, "a positive integer")
+_count = _integer(0, sys.maxsize, "0 or more")
+_port = _integer(0, 65535, "a port number, 0-65535")
 
 
 def _seconds(text: str) -> float:
     try:
         value = parse_timedelta(text, default="seconds")
-    except KeyError:  # dask's word for an unknown unit
-        raise ValueError(text) from None
+    except (ValueError, KeyError):  # KeyError: dask's word for an unknown unit
+        value = 0
     if value <= 0:
-        raise ValueError
+        raise argparse.ArgumentTypeError(f"expected a duration such as 60, 90s or 2m, got {text!r}")
     return value
 
 
 def _memory_limit(text: str) -> str:
-    if text == "auto":
-        return text
+    """What Dask's memory_limit takes: 'auto', a fraction or count, or bytes like 80GB."""
     try:
-        value = float(text)
+        if text == "auto" or float(text) >= 0:
+            return text
     except ValueError:
-        parse_bytes(text)  # raises ValueError for what Dask would not take
-        return text
-    if value < 0:
-        raise ValueError
-    return text
-
-
-_positive_int.__name__ = "positive integer"
-_count.__name__ = "count (0 or more)"
-_port.__name__ = "port (0-65535)"
-_seconds.__name__ = "duration (e.g. 60, 90s or 2m)"
-_memory_limit.__name__ = "memory limit (80GB, a fraction such as 0.5, auto or 0)"
+        with contextlib.suppress(ValueError):
+            parse_bytes(text)
+            return text
+    raise argparse.ArgumentTypeError(
+        f"expected bytes such as 80GB, a fraction such as 0.5, auto or 0, got {text!r}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -829,7 +820,12 @@ def drive(args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir
     print("Starting the workers")
     for note in layout.notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
-    with Client(info.address, timeout=args.startup_timeout) as client:
+    try:
+        client = Client(info.address, timeout=args.startup_timeout)
+    except OSError as e:
+        report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
+        return 1
+    with client:
         point_clients_here(info.address)
         try:
             wait_for_workers(client, layout, args.startup_timeout, log_dir)
@@ -1111,7 +1107,11 @@ def run_local(args: argparse.Namespace) -> int:
         for role in layout.workers
     }
     scheduler = {"cls": Scheduler, "options": scheduler_options(args, True)}
-    with SpecCluster(workers=workers, scheduler=scheduler, name="start_daskmpi") as cluster:
+    try:
+        cluster = SpecCluster(workers=workers, scheduler=scheduler, name="start_daskmpi")
+    except Exception as e:
+        raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
+    with cluster:
         code = drive(args, scheduler_info(cluster.scheduler), layout, log_dir)
     farewell(code)
     return code
@@ -1135,7 +1135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         # A fault of ours: the other ranks would wait for this one forever.
         logger.exception("rank %d failed", world.rank)
-        traceback.print_exc()
         world.Abort(1)
         raise
 

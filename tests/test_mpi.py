@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
@@ -276,6 +277,17 @@ def test_without_verbose_the_terminal_gets_no_info_logs(loopback):
     run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3)
     assert_clean(run)
     assert " - INFO - " not in run.output
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "start-daskmpi").exists(), reason="not pip-installed"
+)
+def test_console_script_runs_the_same_launcher(loopback):
+    command = [str(Path(sys.executable).parent / "start-daskmpi")]
+    run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3, launcher=command)
+    assert_clean(run)
+    assert report(run)["workers"] == [f"{HOST}-cpu0"]
 
 
 def test_import_has_no_side_effects():

@@ -47,13 +47,14 @@ def test_memory_limits_dask_takes(value):
     "argv, words",
     [
         (["--bogus", "job.py"], "unrecognized arguments: --bogus"),
-        (["--memory-limit", "8XB", "job.py"], "invalid memory limit"),
-        (["--memory-limit", "-1", "job.py"], "invalid memory limit"),
-        (["--nthreads", "0", "job.py"], "invalid positive integer value: '0'"),
-        (["--gpus-per-node", "-1", "job.py"], "invalid count"),
-        (["--scheduler-port", "70000", "job.py"], "invalid port (0-65535)"),
-        (["--startup-timeout", "0", "job.py"], "invalid duration"),
-        (["--startup-timeout", "soon", "job.py"], "invalid duration"),
+        (["--memory-limit", "8XB", "job.py"], "--memory-limit: expected bytes such as 80GB"),
+        (["--memory-limit", "-1", "job.py"], "a fraction such as 0.5, auto or 0, got '-1'"),
+        (["--nthreads", "0", "job.py"], "--nthreads: expected a positive integer, got '0'"),
+        (["--nthreads", "two", "job.py"], "expected a positive integer, got 'two'"),
+        (["--gpus-per-node", "-1", "job.py"], "--gpus-per-node: expected 0 or more, got '-1'"),
+        (["--scheduler-port", "70000", "job.py"], "expected a port number, 0-65535"),
+        (["--startup-timeout", "0", "job.py"], "expected a duration such as 60"),
+        (["--startup-timeout", "soon", "job.py"], "expected a duration such as 60"),
     ],
 )
 def test_bad_options_raise_one_line(argv, words):
