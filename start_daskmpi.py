@@ -23,11 +23,15 @@ import importlib.util
 import logging
 import os
 import runpy
+import secrets
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +54,18 @@ DRIVER_RANK = 1
 MIN_WORLD_SIZE = 3
 DEFAULT_SCHEDULER_PORT = 8786
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
+DEFAULT_JUPYTER_PORT = 7787
 PORT_SEARCH_SPAN = 100
 TAG_START = 1
 TAG_END = 2
 FAILURES_TOPIC = "start_daskmpi-failures"  # scheduler event topic for workers that failed to start
+CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
 POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
 STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver gave up
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
+SIGNAL_GRACE = 8.0  # seconds a rank waits, after SIGINT or SIGTERM, for the driver to end the job
+JUPYTER_START_TIMEOUT = 120.0
+JUPYTER_STOP_TIMEOUT = 10.0
 LOG_FILE_VARIABLE = "START_DASKMPI_LOG_FILE"
 VERBOSE_VARIABLE = "START_DASKMPI_VERBOSE"
 
@@ -76,6 +85,20 @@ THETAGPU_HOPS = ("{user}@theta.alcf.anl.gov", "thetagpusn1")
 
 class LaunchError(Exception):
     """A problem the user can fix; its message says how, in one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a walltime, a kill), raised in the driver as Ctrl-C raises
+    KeyboardInterrupt, so that the script's ``finally`` blocks run."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def interrupted_status(error: KeyboardInterrupt) -> int:
+    """128 + the signal, as a shell reports a process the signal ended."""
+    return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
 
 
 # --------------------------------------------------------------------------
@@ -135,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="start_daskmpi.py",
         description=(
             "Start a Dask cluster with MPI (rank 0: scheduler and dashboard, rank 1: "
-            "your script, every other rank: one worker per GPU) and run SCRIPT on it. "
-            "Without mpirun, a local cluster of the same shape runs the script."
+            "your script, every other rank: one worker per GPU) and run SCRIPT, or "
+            "JupyterLab, on it. Without mpirun, a local cluster of the same shape does."
         ),
         epilog=(
             "Ranks needed: the node's GPUs + 2 on the first node, its GPUs on the others "
@@ -144,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
             "variables apply as usual."
         ),
     )
-    parser.add_argument("script", nargs="?", help="Python script to run on the cluster")
+    parser.add_argument(
+        "script", nargs="?",
+        help="Python script to run on the cluster; without one, JupyterLab runs on it "
+        "until you type 'stop'",
+    )
     parser.add_argument(
         "script_args", nargs=argparse.REMAINDER, metavar="...", help="arguments for SCRIPT"
     )
@@ -186,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dashboard-address", metavar="[HOST]:PORT",
         help=f"dashboard [host]:port (default {DEFAULT_DASHBOARD_ADDRESS}, "
         "or the next free port; the SSH tunnel reaches localhost)",
+    )
+    net.add_argument(
+        "--jupyter-port", type=_port, metavar="PORT",
+        help=f"JupyterLab's port, with no script (default {DEFAULT_JUPYTER_PORT}, or the next "
+        "free one); JupyterLab listens on 127.0.0.1 only",
     )
     net.add_argument(
         "--ssh-hops", metavar="HOPS",
@@ -536,6 +568,39 @@ def ssh_tunnel_command(route: Sequence[str], ports: Sequence[int]) -> str:
     return " ".join(f"ssh -t {forwards} {hop}" for hop in route)
 
 
+def ssh_jump_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """The same tunnel in one ssh, through the hops as jump hosts."""
+    forwards = " ".join(f"-L {port}:localhost:{port}" for port in ports)
+    jumps = f"-J {','.join(route[:-1])} " if len(route) > 1 else ""
+    return f"ssh {jumps}{forwards} {route[-1]}"
+
+
+def jupyter_banner(
+    route: Sequence[str], jupyter_port: int, dashboard_port: int | None, token: str, log: Path
+) -> str:
+    ports = [jupyter_port] + ([dashboard_port] if dashboard_port is not None else [])
+    lines = [
+        "To connect to JupyterLab and Dask dashboard, execute the following command in a "
+        "shell on your local machine:",
+        f"    {ssh_tunnel_command(route, ports)}",
+    ]
+    if len(route) > 1:
+        lines.append(f"    (or, one command: {ssh_jump_command(route, ports)})")
+    lines += [
+        "",
+        f"To open JupyterLab, go to (see log file {log}):",
+        f"    http://localhost:{jupyter_port}/lab?token={token}",
+    ]
+    if dashboard_port is not None:
+        lines += [
+            "",
+            "To open the Dask dashboard, go to:",
+            f"    http://localhost:{dashboard_port}/status      (also inside JupyterLab: "
+            f"http://localhost:{jupyter_port}/proxy/{dashboard_port}/status)",
+        ]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class SchedulerInfo:
     """What rank 0 tells the others once the scheduler listens."""
@@ -585,17 +650,21 @@ def log_to_file(path: str | Path, verbose: bool) -> None:
     logging.captureWarnings(True)
 
 
-class LoggedWorker(Worker):
-    """The worker a nanny spawns, logging to the file its launcher chose.
+class NannyWorker(Worker):
+    """The worker a nanny spawns: the first code of ours in that process.
 
-    The nanny's child process re-imports distributed, whose logging goes to
-    stderr; the worker class is the first code of ours to run there.
+    It logs to the file the launcher chose (the process re-imports distributed,
+    whose logging goes to stderr), and leaves SIGINT and SIGTERM, which mpirun
+    sends its ranks' whole process groups, to the nanny, which closes it in order
+    (and would restart it, were it killed by them).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         path = os.environ.get(LOG_FILE_VARIABLE)
         if path:
             log_to_file(path, verbose=os.environ.get(VERBOSE_VARIABLE) == "1")
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         super().__init__(*args, **kwargs)
 
 
@@ -608,12 +677,15 @@ def report(message: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def check_script(path: str | None) -> None:
-    if path is None:
+def check_jupyterlab() -> None:
+    if importlib.util.find_spec("jupyterlab") is None:
         raise LaunchError(
-            "give a script to run: start_daskmpi.py [options] script.py [args] "
-            "(JupyterLab mode, with no script, is not available yet)"
+            "with no script, JupyterLab runs on the cluster, but it is not installed: "
+            "pip install 'start-daskmpi[jupyter]', or give a script to run"
         )
+
+
+def check_script(path: str) -> None:
     if not os.path.exists(path):
         raise LaunchError(f"script not found: {path}")
     if not os.path.isfile(path):
@@ -651,8 +723,10 @@ def check_local_directory(path: str) -> None:
 
 def preflight(role: Role, args: argparse.Namespace) -> None:
     check_interface(args.interface)
-    if role.kind == "driver":
+    if role.kind == "driver" and args.script:
         check_script(args.script)
+    elif role.kind == "driver":
+        check_jupyterlab()
     if role.kind == "worker":
         check_local_directory(local_directory(args))
 
@@ -715,7 +789,7 @@ def nanny_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict[
     pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
     return dict(
         worker_options(role, args),
-        worker_class=LoggedWorker,
+        worker_class=NannyWorker,
         env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
     )
 
@@ -770,7 +844,7 @@ def run_script(path: str, script_args: Sequence[str]) -> int:
         return exit_status(e.code)
     except BaseException as e:
         traceback.print_exception(type(e), e, frames_from(e.__traceback__, script))
-        return 130 if isinstance(e, KeyboardInterrupt) else 1
+        return interrupted_status(e) if isinstance(e, KeyboardInterrupt) else 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return 0
@@ -814,8 +888,24 @@ def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Pa
     )
 
 
-def drive(args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir: Path) -> int:
-    """Connect, wait for every worker, print where things are, run the script."""
+def run_script_session(args: argparse.Namespace, info: SchedulerInfo, route: list[str]) -> int:
+    print(connection_banner(info, route))
+    print(flush=True)
+    code = run_script(args.script, args.script_args)
+    print("Code ran successfully." if code == 0 else f"Code failed with exit status {code}.")
+    return code
+
+
+def drive(
+    args: argparse.Namespace,
+    info: SchedulerInfo,
+    layout: Layout,
+    log_dir: Path,
+    reads_stdin: bool,
+) -> int:
+    """Connect, wait for every worker, print where things are, then run the
+    script, or JupyterLab until 'stop'; ``reads_stdin`` says whether 'stop'
+    is typed here."""
     print(f"Scheduler address: {info.address} on node {info.host}")
     print("Starting the workers")
     for note in layout.notes:
@@ -827,25 +917,131 @@ def drive(args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir
         return 1
     with client:
         point_clients_here(info.address)
+        route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
         try:
             wait_for_workers(client, layout, args.startup_timeout, log_dir)
+            print(f"Client status: {client}")
+            print(f"Logs: {log_dir}")
+            print()
+            if args.script:
+                code = run_script_session(args, info, route)
+            else:
+                code = serve_jupyterlab(args, client, info, route, log_dir, reads_stdin)
         except LaunchError as e:
             report(str(e))
             return 1
-        route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
-        print(f"Client status: {client}")
-        print(f"Logs: {log_dir}")
-        print()
-        print(connection_banner(info, route))
-        print(flush=True)
-        code = run_script(args.script, args.script_args)
         close_clients_left_open()
-    print("Code ran successfully." if code == 0 else f"Code failed with exit status {code}.")
     return code
 
 
 def farewell(code: int) -> None:
     print("Successfully exited" if code == 0 else f"Exited with status {code}")
+
+
+# --------------------------------------------------------------------------
+# JupyterLab: with no script, what the driver runs until 'stop'
+# --------------------------------------------------------------------------
+
+
+def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Path) -> Any:
+    env = {**os.environ, "JUPYTER_TOKEN": token}  # not an argument: ps shows those to all
+    if dashboard_port is not None:
+        # Notebooks' Client() links the dashboard through JupyterLab's proxy, which
+        # the JupyterLab tunnel alone reaches.
+        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = "/proxy/{port}/status"
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={os.getcwd()}",
+        # In containers one is often root; jupyter_server refuses that unless told.
+        *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
+    ]
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # it holds the token
+    try:
+        # A session of its own: a Ctrl-C at the terminal comes to us, and we stop
+        # JupyterLab in order, kernels first.
+        return subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def wait_until_serving(lab: Any, port: int, token: str, log: Path, timeout: float) -> None:
+    status = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"}
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.poll() is not None:
+            raise LaunchError(f"JupyterLab exited with status {lab.returncode}: see {log}")
+        try:
+            with urllib.request.urlopen(status, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise LaunchError(f"JupyterLab did not answer within {timeout:g} s: see {log}")
+
+
+def stop_jupyterlab(lab: Any) -> None:
+    """SIGTERM, on which jupyter_server shuts its kernels down; SIGKILL if it hangs."""
+    if lab.poll() is None:
+        lab.terminate()
+        try:
+            lab.wait(JUPYTER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
+
+
+def watch_stdin(on_stop: Callable[[], Any]) -> None:
+    """Call ``on_stop`` once 'stop' is typed.  mpirun forwards stdin to rank 0
+    only, so under MPI this runs there; stdin at EOF (a batch job) never stops."""
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip().lower() == "stop":
+                on_stop()
+                return
+            print("Type 'stop' to stop Dask.", flush=True)
+
+    threading.Thread(target=read, name="watch stdin for stop", daemon=True).start()
+
+
+def serve_jupyterlab(
+    args: argparse.Namespace,
+    client: Client,
+    info: SchedulerInfo,
+    route: list[str],
+    log_dir: Path,
+    reads_stdin: bool,
+) -> int:
+    """JupyterLab on this node until 'stop', or until it is shut down from inside."""
+    print("Starting JupyterLab on the scheduler...", flush=True)
+    stop = threading.Event()
+    client.subscribe_topic(CONTROL_TOPIC, lambda event: stop.set())
+    if reads_stdin:
+        watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
+    port = choose_port(
+        args.jupyter_port, DEFAULT_JUPYTER_PORT,
+        lambda p: p != info.dashboard_port and port_is_free("127.0.0.1", p), "--jupyter-port",
+    )
+    token = secrets.token_urlsafe(32)
+    log = log_dir / "jupyterlab.log"
+    lab = start_jupyterlab(port, token, info.dashboard_port, log)
+    try:
+        wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
+        print()
+        print(jupyter_banner(route, port, info.dashboard_port, token, log))
+        print()
+        print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
+        while not stop.wait(0.5) and lab.poll() is None:
+            pass
+    finally:
+        stop_jupyterlab(lab)
+    print("Stopping Dask")
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -889,11 +1085,36 @@ async def receive(world: Any, source: int, tag: int) -> Any:
     """One message, waited for by polling: a blocking MPI receive would spin a
     core that the node's workers need."""
     request = world.irecv(source=source, tag=tag)
-    while True:
-        done, message = request.test()
-        if done:
-            return message
-        await asyncio.sleep(POLL_INTERVAL)
+    try:
+        while True:
+            done, message = request.test()
+            if done:
+                return message
+            await asyncio.sleep(POLL_INTERVAL)
+    except asyncio.CancelledError:
+        request.cancel()  # a receive left pending would trouble MPI_Finalize
+        request.wait()
+        raise
+
+
+async def job_end(world: Any) -> int:
+    """The driver's word that the job is over: its exit status.  The launcher
+    sends SIGINT and SIGTERM to every rank, so the driver is ending the job too:
+    after one, wait for its word at most SIGNAL_GRACE seconds."""
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    signaled = asyncio.ensure_future(signals.get())
+    await asyncio.wait([end, signaled], return_when=asyncio.FIRST_COMPLETED)
+    if end.done():
+        signaled.cancel()
+        return end.result()
+    try:
+        return await asyncio.wait_for(end, SIGNAL_GRACE)
+    except TimeoutError:
+        return 128 + signaled.result()
 
 
 def send_to_all(world: Any, message: Any, tag: int) -> None:
@@ -980,7 +1201,10 @@ async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
         report(error)
         send_to_all(world, (None, error), TAG_START)
         return 2
-    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    end = asyncio.ensure_future(job_end(world))
+    if args.script is None:
+        loop = asyncio.get_running_loop()
+        watch_stdin(lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop"))
     async with scheduler:
         send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
         await unless_ended(end, scheduler.finished())
@@ -992,7 +1216,7 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2
-    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    end = asyncio.ensure_future(job_end(world))
     if args.nanny:
         server = Nanny(info.address, **nanny_options(role, args, log_file))
     else:
@@ -1007,10 +1231,14 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
             info.address, f"worker {role.name} (rank {role.rank}) failed: {describe(e)}"
         )
     finally:
-        # A start cut short leaves a nanny "starting", which its close asserts
-        # against; distributed's exit hook reaps the worker process then.
+        # A start cut short leaves a nanny "starting": its close may then assert,
+        # or leave the worker process running, which ignores SIGTERM: kill it.
+        process = getattr(getattr(server, "process", None), "process", None)
         with contextlib.suppress(Exception):
             await server.close()
+        if process is not None and process.is_alive():
+            await process.kill()
+            await process.join(WORKERS_LEAVE_TIMEOUT)
     return await end
 
 
@@ -1041,7 +1269,7 @@ async def stay_idle(world: Any) -> int:
     _, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2
-    return await receive(world, DRIVER_RANK, TAG_END)
+    return await job_end(world)
 
 
 def serve_driver(world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path) -> int:
@@ -1051,9 +1279,22 @@ def serve_driver(world: Any, args: argparse.Namespace, layout: Layout, log_dir: 
         return 2
     code = 1
     try:
-        code = drive(args, info, layout, log_dir)
+        code = drive_until_interrupted(args, info, layout, log_dir, reads_stdin=False)
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
+    return code
+
+
+def drive_until_interrupted(
+    args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir: Path, reads_stdin: bool
+) -> int:
+    """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        code = drive(args, info, layout, log_dir, reads_stdin)
+    except KeyboardInterrupt as e:
+        code = interrupted_status(e)
+        print(f"\nInterrupted ({signal.Signals(code - 128).name}): stopping Dask", flush=True)
     farewell(code)
     return code
 
@@ -1112,9 +1353,9 @@ def run_local(args: argparse.Namespace) -> int:
     except Exception as e:
         raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
     with cluster:
-        code = drive(args, scheduler_info(cluster.scheduler), layout, log_dir)
-    farewell(code)
-    return code
+        return drive_until_interrupted(
+            args, scheduler_info(cluster.scheduler), layout, log_dir, reads_stdin=True
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

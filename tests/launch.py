@@ -8,13 +8,16 @@ moved them into sessions of their own.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "start_daskmpi.py"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TOKEN_VARIABLE = "START_DASKMPI_TEST_RUN"
+STARTED: list[str] = []  # tokens of the runs started so far; conftest reaps them after each test
 
 
 def mpirun() -> str | None:
@@ -103,6 +107,7 @@ def launch(
 ) -> Run:
     """``mpirun -np NP python start_daskmpi.py ARGS`` (no mpirun when np is None)."""
     token = uuid.uuid4().hex
+    STARTED.append(token)
     command = [
         *(mpirun_prefix(np) if np else []),
         *(launcher or [sys.executable, str(LAUNCHER)]),
@@ -124,3 +129,89 @@ def launch(
         stdout, stderr = process.communicate()
     seconds = time.monotonic() - start
     return Run(rc, stdout, stderr, seconds, reap(token))
+
+
+class Session:
+    """A launcher run that goes on while the test talks to it: its output is read
+    as it comes, its stdin written, signals sent; leaving the ``with`` block ends
+    it (killed if need be) and reaps what it leaves."""
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        np: int | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.token = uuid.uuid4().hex
+        STARTED.append(self.token)
+        command = [*(mpirun_prefix(np) if np else []), sys.executable, str(LAUNCHER), *args]
+        environ = {**os.environ, **(env or {}), TOKEN_VARIABLE: self.token,
+                   "PYTHONUNBUFFERED": "1"}
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=environ, text=True, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.stdout),
+                                  (self.process.stderr, self.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        """The first match of ``pattern`` in stdout, waited for."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                match = re.search(pattern, "".join(self.stdout))
+                if match:
+                    return match
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    raise AssertionError(f"no {pattern!r} in the output:\n{self.output}")
+                self._changed.wait(min(left, 0.5))
+
+    def send(self, text: str) -> None:
+        self.process.stdin.write(text)
+        self.process.stdin.flush()
+
+    def close_stdin(self) -> None:
+        self.process.stdin.close()
+
+    def finish(self, timeout: float = 60) -> Run:
+        """Wait for the run to end by itself; kill it at ``timeout``."""
+        try:
+            rc: int | None = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+            reap(self.token, grace=0)
+            self.process.wait()
+        for reader in self._readers:
+            reader.join(10)
+        seconds = time.monotonic() - self.started
+        return Run(rc, "".join(self.stdout), "".join(self.stderr), seconds, reap(self.token))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            reap(self.token, grace=0)
+        self.finish(timeout=30)

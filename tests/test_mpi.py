@@ -154,7 +154,6 @@ def test_two_ranks_is_one_clear_error(loopback):
     "args, words",
     [
         (["missing.py"], "script not found: missing.py"),
-        ([], "give a script to run"),
         (["--bogus", "job.py"], "unrecognized arguments: --bogus"),
         (["--interface", "ib9", "job.py"], "no network interface 'ib9'"),
     ],

@@ -1,0 +1,259 @@
+"""JupyterLab mode: no script, JupyterLab on the cluster until 'stop'.
+
+Every JupyterLab here listens on 127.0.0.1; each run is bounded and reaped,
+kernels included (they carry the run's token in their environment too).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from launch import ROOT, Session, mpirun
+
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
+    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
+]
+
+BANNER = r"http://localhost:(\d+)/lab\?token=(\S+)"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def options(tmp: Path) -> list[str]:
+    return ["--interface", "lo", "--gpus-per-node", "0", "--log-dir", str(tmp / "logs")]
+
+
+def get(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30):
+            return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class Lab:
+    """What the launcher printed about its JupyterLab and dashboard."""
+
+    def __init__(self, session: Session) -> None:
+        match = session.wait_for(BANNER)
+        session.wait_for("JupyterLab started. Type 'stop' to stop Dask:")
+        self.port, self.token = int(match[1]), match[2]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.dashboard_port = int(session.wait_for(r"http://localhost:(\d+)/status")[1])
+        self.scheduler = session.wait_for(r"Scheduler address: (\S+)")[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One JupyterLab on a 3-rank cluster for the tests that only look; port 7787
+    is held meanwhile, so that JupyterLab has to take another."""
+    tmp = tmp_path_factory.mktemp("lab")
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            blocker.bind(("127.0.0.1", 7787))
+            blocker.listen()
+        except OSError:
+            pass  # taken already: as good
+        with Session(options(tmp), np=3, cwd=ROOT) as session:
+            yield Lab(session), session, tmp
+            session.send("stop\n")
+
+
+def test_jupyterlab_takes_a_free_port_and_says_which(lab):
+    found, _, _ = lab
+    assert found.port != 7787
+    assert get(f"{found.base}/api/status", found.token) == 200
+
+
+def test_jupyterlab_wants_the_token(lab):
+    found, _, _ = lab
+    assert get(f"{found.base}/api/status", "wrong-token") == 403
+    assert get(f"{found.base}/api/status") == 403
+
+
+def test_banner_has_both_tunnels_and_the_proxied_dashboard(lab):
+    found, session, _ = lab
+    jupyter, dashboard = found.port, found.dashboard_port
+    ports = f"-L {jupyter}:localhost:{jupyter} -L {dashboard}:localhost:{dashboard}"
+    assert f"ssh -t {ports} " in session.output
+    assert f"http://localhost:{found.port}/proxy/{found.dashboard_port}/status" in session.output
+
+
+def test_jupyterlab_log_is_private(lab):
+    _, _, tmp = lab
+    log = tmp / "logs" / "jupyterlab.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert "ServerApp" in log.read_text()
+
+
+async def execute(base: str, token: str, code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a new kernel of the running server, over its REST API and
+    websocket; return what it printed.  Raises on an error in the kernel."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    auth = {"Authorization": f"token {token}"}
+    http = AsyncHTTPClient()
+    kernel = json.loads(
+        (await http.fetch(f"{base}/api/kernels", method="POST", body="{}", headers=auth)).body
+    )
+    ws_url = base.replace("http", "ws") + f"/api/kernels/{kernel['id']}/channels"
+    ws = await websocket_connect(HTTPRequest(ws_url, headers=auth))
+    msg_id = uuid.uuid4().hex
+    await ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False},
+    }))
+    printed = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = json.loads(await asyncio.wait_for(ws.read_message(), timeout))
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = message["header"]["msg_type"], message["content"]
+            if kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            if kind == "stream":
+                printed.append(content["text"])
+            if kind == "status" and content["execution_state"] == "idle":
+                return "".join(printed)
+        raise AssertionError(f"no answer from the kernel in {timeout} s")
+    finally:
+        ws.close()
+        await http.fetch(f"{base}/api/kernels/{kernel['id']}", method="DELETE", headers=auth)
+
+
+def test_kernel_of_jupyterlab_reaches_the_cluster_with_plain_client(lab):
+    found, _, _ = lab
+    code = (
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "print(client.scheduler.address, len(client.scheduler_info(n_workers=-1)['workers']),"
+        " client.dashboard_link)\n"
+    )
+    printed = asyncio.run(execute(found.base, found.token, code))
+    assert printed.split() == [found.scheduler, "1", f"/proxy/{found.dashboard_port}/status"]
+
+
+def test_notebook_runs_against_the_cluster(lab, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    found, _, _ = lab
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", found.scheduler)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(ROOT / "jupyterlab_cupy_test.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()  # raises CellExecutionError on an error cell
+    printed = "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+    assert "without gpus" in printed
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
+def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    found, _, _ = lab
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"{found.base}/lab?token={found.token}", timeout=60_000)
+            page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+            page.wait_for_selector("text=Dask", timeout=60_000)  # dask-labextension's panel
+            page.screenshot(path=tmp_path / "jupyterlab.png")
+            assert "JupyterLab" in page.title()
+            page.goto(f"{found.base}/proxy/{found.dashboard_port}/status", timeout=60_000)
+            page.wait_for_selector(".bk-Figure, .bk-root, div.bk", timeout=60_000)
+            page.screenshot(path=tmp_path / "dashboard.png")
+            assert "Dask" in page.title()
+        finally:
+            browser.close()
+    assert (tmp_path / "jupyterlab.png").stat().st_size > 10_000
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    shots = os.environ.get("START_DASKMPI_SCREENSHOTS")
+    if shots:  # to look at them
+        for name in ("jupyterlab.png", "dashboard.png"):
+            shutil.copy(tmp_path / name, Path(shots) / name)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("np", [3, None], ids=["mpirun", "local"])
+def test_stop_on_stdin_ends_everything(tmp_path, np):
+    with Session(options(tmp_path), np=np, cwd=ROOT) as session:
+        Lab(session)
+        session.send("hello\n")
+        session.wait_for("Type 'stop' to stop Dask.\n")
+        session.send("stop\n")
+        stopped = time.monotonic()
+        run = session.finish(timeout=30)
+    assert run.rc == 0, run
+    assert time.monotonic() - stopped < 10, run
+    assert run.leftovers == [] and "Traceback" not in run.output, run
+    assert run.stdout.rstrip().endswith("Successfully exited")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_to_mpirun_ends_everything(tmp_path, signum, status):
+    with Session(options(tmp_path), np=3, cwd=ROOT) as session:
+        Lab(session)
+        session.process.send_signal(signum)
+        signaled = time.monotonic()
+        run = session.finish(timeout=30)
+    assert run.rc == status, run
+    assert time.monotonic() - signaled < 10, run
+    assert run.leftovers == [] and "Traceback" not in run.output, run
+
+
+@pytest.mark.timeout(180)
+def test_stdin_at_eof_keeps_it_running_until_sigterm(tmp_path):
+    with Session(options(tmp_path), np=3, cwd=ROOT) as session:
+        session.close_stdin()  # a batch job: < /dev/null
+        found = Lab(session)
+        time.sleep(3)
+        assert session.process.poll() is None
+        assert get(f"{found.base}/api/status", found.token) == 200
+        session.process.send_signal(signal.SIGTERM)
+        run = session.finish(timeout=30)
+    assert run.rc == 143 and run.leftovers == [], run
+
+
+@pytest.mark.timeout(180)
+def test_shut_down_from_inside_jupyterlab_ends_the_job(tmp_path):
+    with Session(options(tmp_path), np=3, cwd=ROOT) as session:
+        found = Lab(session)
+        shutdown = urllib.request.Request(
+            f"{found.base}/api/shutdown", method="POST",
+            headers={"Authorization": f"token {found.token}"},
+        )
+        urllib.request.urlopen(shutdown, timeout=30).close()  # File > Shut Down
+        asked = time.monotonic()
+        run = session.finish(timeout=30)
+    assert run.rc == 0 and run.leftovers == [], run
+    assert time.monotonic() - asked < 10, run
