@@ -20,10 +20,12 @@ import contextlib
 import datetime
 import getpass
 import importlib.util
+import json
 import logging
 import os
 import runpy
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,9 +98,11 @@ def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def interrupted_status(error: KeyboardInterrupt) -> int:
-    """128 + the signal, as a shell reports a process the signal ended."""
-    return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+def announce_interrupt(error: KeyboardInterrupt) -> int:
+    """Say which signal ended the run; return 128 + it, as a shell reports it."""
+    signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    print(f"\nInterrupted ({signum.name}): stopping Dask", flush=True)
+    return 128 + signum
 
 
 # --------------------------------------------------------------------------
@@ -842,9 +846,11 @@ def run_script(path: str, script_args: Sequence[str]) -> int:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         return exit_status(e.code)
+    except KeyboardInterrupt as e:
+        return announce_interrupt(e)
     except BaseException as e:
         traceback.print_exception(type(e), e, frames_from(e.__traceback__, script))
-        return interrupted_status(e) if isinstance(e, KeyboardInterrupt) else 1
+        return 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return 0
@@ -943,16 +949,38 @@ def farewell(code: int) -> None:
 # --------------------------------------------------------------------------
 
 
+def lab_settings(dashboard_port: int, folder: Path) -> Path:
+    """JupyterLab's app settings folder for this run: the installed one's, plus a
+    default for dask-labextension's dashboard URL, through JupyterLab's proxy."""
+    from jupyterlab.commands import get_app_dir
+
+    installed = Path(get_app_dir()) / "settings"
+    if installed.is_dir():
+        shutil.copytree(installed, folder, dirs_exist_ok=True)
+    overrides = folder / "overrides.d"
+    overrides.mkdir(parents=True, exist_ok=True)
+    default = {"dask-labextension:plugin": {"defaultURL": f"proxy/{dashboard_port}"}}
+    (overrides / "start_daskmpi.json").write_text(json.dumps(default))
+    return folder
+
+
 def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Path) -> Any:
     env = {**os.environ, "JUPYTER_TOKEN": token}  # not an argument: ps shows those to all
+    options = []
     if dashboard_port is not None:
-        # Notebooks' Client() links the dashboard through JupyterLab's proxy, which
-        # the JupyterLab tunnel alone reaches.
+        # Notebooks' Client() and the Dask sidebar find the dashboard through
+        # JupyterLab's proxy, which the JupyterLab tunnel alone reaches.
         env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = "/proxy/{port}/status"
+        settings = lab_settings(dashboard_port, log.parent / "jupyterlab-settings")
+        # A fresh workspace: a saved one keeps the Dask sidebar on the last job's URL.
+        workspaces = log.parent / "jupyterlab-workspaces"
+        options += [
+            f"--LabApp.app_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}"
+        ]
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={os.getcwd()}",
+        f"--ServerApp.root_dir={os.getcwd()}", *options,
         # In containers one is often root; jupyter_server refuses that unless told.
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
     ]
@@ -1293,8 +1321,7 @@ def drive_until_interrupted(
     try:
         code = drive(args, info, layout, log_dir, reads_stdin)
     except KeyboardInterrupt as e:
-        code = interrupted_status(e)
-        print(f"\nInterrupted ({signal.Signals(code - 128).name}): stopping Dask", flush=True)
+        code = announce_interrupt(e)
     farewell(code)
     return code
 

@@ -68,9 +68,12 @@ def test_traceback_starts_in_the_script(tmp_path, capsys):
     assert err.rstrip().endswith("ValueError: bad value")
 
 
-def test_keyboard_interrupt_is_130(tmp_path, capsys):
+def test_interrupts_give_the_status_a_shell_reports(tmp_path, capsys):
     assert run_script(str(write(tmp_path, "raise KeyboardInterrupt")), []) == 130
-    assert "KeyboardInterrupt" in capsys.readouterr().err
+    assert "Interrupted (SIGINT)" in capsys.readouterr().out
+    terminated = "from start_daskmpi import Terminated\nraise Terminated"
+    assert run_script(str(write(tmp_path, terminated)), []) == 143
+    assert "Interrupted (SIGTERM)" in capsys.readouterr().out
 
 
 def test_exit_status_of_odd_codes(capsys):

@@ -185,9 +185,15 @@ def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{found.base}/lab?token={found.token}", timeout=60_000)
             page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
-            page.wait_for_selector("text=Dask", timeout=60_000)  # dask-labextension's panel
-            page.screenshot(path=tmp_path / "jupyterlab.png")
             assert "JupyterLab" in page.title()
+            # dask-labextension's sidebar knows the dashboard, through the proxy:
+            page.locator("[data-id='dask-dashboard-launcher']").click()
+            proxied = "[...document.querySelectorAll('input')].map(i => i.value)" \
+                ".find(v => v.includes('proxy/'))"
+            page.wait_for_function(f"() => {proxied}", timeout=60_000)
+            assert page.evaluate(proxied).endswith(f"proxy/{found.dashboard_port}")
+            page.get_by_text("Task Stream").first.wait_for(timeout=60_000)  # its plots
+            page.screenshot(path=tmp_path / "jupyterlab.png")
             page.goto(f"{found.base}/proxy/{found.dashboard_port}/status", timeout=60_000)
             page.wait_for_selector(".bk-Figure, .bk-root, div.bk", timeout=60_000)
             page.screenshot(path=tmp_path / "dashboard.png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import LAUNCHER, SCRIPTS, launch, mpirun
+from launch import LAUNCHER, SCRIPTS, Session, launch, mpirun
 from start_daskmpi import count_gpus
 
 pytestmark = [
@@ -287,6 +288,30 @@ def test_console_script_runs_the_same_launcher(loopback):
     run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3, launcher=command)
     assert_clean(run)
     assert report(run)["workers"] == [f"{HOST}-cpu0"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_interrupts_the_script_whose_finally_runs(loopback, tmp_path, signum, status):
+    marker = tmp_path / "finally_ran"
+    script = tmp_path / "long.py"
+    script.write_text(
+        "import time\n"
+        "try:\n"
+        "    print('READY', flush=True)\n"
+        "    time.sleep(600)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').write('yes')\n"
+    )
+    with Session([*loopback, str(script)], np=3) as session:
+        session.wait_for("READY")
+        session.process.send_signal(signum)
+        signaled = time.monotonic()
+        run = session.finish(timeout=30)
+    assert run.rc == status and run.leftovers == [], run
+    assert time.monotonic() - signaled < 10, run
+    assert marker.read_text() == "yes"
+    assert f"Interrupted ({signal.Signals(signum).name}): stopping Dask" in run.stdout
 
 
 def test_import_has_no_side_effects():
