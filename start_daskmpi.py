@@ -4,9 +4,13 @@
     mpirun -np N python start_daskmpi.py [options] script.py [script args ...]
 
 Rank 0 runs the scheduler and its dashboard, rank 1 runs the script as
-``__main__`` with a client connected to the cluster, and every other rank runs
-one worker, behind a nanny, pinned to one GPU of its node.  Run without mpirun,
-the same cluster is started locally, in this process and its children.
+``__main__`` with a client connected to the cluster (or, with no script,
+JupyterLab until 'stop' is typed), and every other rank runs one worker, behind
+a nanny, pinned to one GPU of its node.  Run without mpirun, the same cluster
+is started locally, in this process and its children.
+
+Ranks talk over MPI only at the start (the layout, the scheduler's address) and
+at the end (the driver's exit status); everything between goes through Dask.
 
 Importing this module has no side effects: MPI is initialised in ``main`` only,
 because nanny-spawned workers re-import the main module and tests import the
@@ -1049,6 +1053,8 @@ def serve_jupyterlab(
     print("Starting JupyterLab on the scheduler...", flush=True)
     stop = threading.Event()
     client.subscribe_topic(CONTROL_TOPIC, lambda event: stop.set())
+    if client.get_events(CONTROL_TOPIC):  # typed while the workers were starting
+        stop.set()
     if reads_stdin:
         watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
     port = choose_port(
