@@ -47,7 +47,7 @@ import dask
 import psutil
 from dask.system import CPU_COUNT
 from dask.utils import parse_bytes, parse_timedelta
-from distributed import Client, Nanny, Scheduler, SpecCluster, Worker
+from distributed import Client, Nanny, Scheduler, Security, SpecCluster, Worker
 from distributed.comm.addressing import parse_host_port
 from distributed.core import rpc
 from distributed.system import MEMORY_LIMIT
@@ -87,6 +87,11 @@ LAUNCHER_VARIABLES = (
 # Node-local scratch on the machines we know, tried after $TMPDIR and before /tmp.
 NODE_SCRATCH = ("/local/scratch", "/raid/scratch")
 THETAGPU_HOPS = ("{user}@theta.alcf.anl.gov", "thetagpusn1")
+# The PEM fields of a distributed.Security: one job's CA, certificates and keys.
+TLS_FIELDS = (
+    "tls_ca_file", "tls_client_key", "tls_client_cert", "tls_scheduler_key",
+    "tls_scheduler_cert", "tls_worker_key", "tls_worker_cert",
+)
 
 
 class LaunchError(Exception):
@@ -212,7 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--interface", metavar="NAME", help="network interface to use, e.g. ib0, hsn0, lo"
     )
-    net.add_argument("--protocol", metavar="NAME", help="Dask comm protocol, e.g. tcp, tls, ucx")
+    net.add_argument(
+        "--tls", action=argparse.BooleanOptionalAction, default=True,
+        help="encrypt and authenticate every connection with a certificate made for this "
+        "job and shared over MPI (default): only your processes can use the cluster. "
+        "--no-tls for UCX or debugging, on a machine where you trust everyone",
+    )
+    net.add_argument(
+        "--protocol", metavar="NAME",
+        help="Dask comm protocol with --no-tls, e.g. tcp or ucx (with TLS: tls)",
+    )
     net.add_argument(
         "--scheduler-port", type=_port, metavar="PORT",
         help=f"scheduler port (default {DEFAULT_SCHEDULER_PORT}, or the next free one)",
@@ -251,7 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; raise LaunchError with one line for a bad one."""
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.tls and args.protocol not in (None, "tls"):
+        raise LaunchError(
+            f"--protocol {args.protocol} carries no TLS: add --no-tls to use it (see --help)"
+        )
+    return args
 
 
 # --------------------------------------------------------------------------
@@ -756,7 +775,46 @@ def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | Non
 # --------------------------------------------------------------------------
 
 
-def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
+def make_credentials(tls: bool) -> dict[str, str] | None:
+    """A CA, certificate and key made for this job only, as PEM text to send to
+    the other ranks over MPI (never through a shared file system); None without TLS."""
+    if not tls:
+        return None
+    made = Security.temporary()
+    return {field: getattr(made, field) for field in TLS_FIELDS}
+
+
+def security_from(credentials: dict[str, str] | None) -> Security:
+    if credentials is None:
+        return Security()  # Dask's own TLS configuration, if any, still applies
+    return Security(require_encryption=True, **credentials)
+
+
+def write_client_credentials(credentials: dict[str, str], folder: Path) -> dict[str, str]:
+    """Write what a client needs (the CA, a certificate and its key) into a
+    user-only folder; return the DASK_* variables that make Client() use them,
+    for the script's subprocesses and JupyterLab's kernels."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    files = {
+        "CA_FILE": ("ca.pem", credentials["tls_ca_file"]),
+        "CLIENT__CERT": ("client-cert.pem", credentials["tls_client_cert"]),
+        "CLIENT__KEY": ("client-key.pem", credentials["tls_client_key"]),
+    }
+    variables = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+    for key, (name, text) in files.items():
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        variables[f"DASK_DISTRIBUTED__COMM__TLS__{key}"] = str(path)
+    return variables
+
+
+def comm_protocol(args: argparse.Namespace) -> str | None:
+    return "tls" if args.tls else args.protocol
+
+
+def scheduler_options(args: argparse.Namespace, local: bool, security: Security) -> dict[str, Any]:
     host = listen_host(args.interface, local)
     port = choose_port(
         args.scheduler_port, DEFAULT_SCHEDULER_PORT,
@@ -766,7 +824,8 @@ def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
         host=host if local and not args.interface else None,
         port=port,
         interface=args.interface,
-        protocol=args.protocol,
+        protocol=comm_protocol(args),
+        security=security,
         # Both defaults may give way to the same next port: the dashboard takes another.
         dashboard_address=dashboard_address(
             args.dashboard_address, lambda h, p: p != port and port_is_free(h, p)
@@ -775,7 +834,7 @@ def scheduler_options(args: argparse.Namespace, local: bool) -> dict[str, Any]:
     )
 
 
-def worker_options(role: Role, args: argparse.Namespace) -> dict[str, Any]:
+def worker_options(role: Role, args: argparse.Namespace, security: Security) -> dict[str, Any]:
     return dict(
         name=role.name,
         nthreads=role.nthreads,
@@ -783,7 +842,8 @@ def worker_options(role: Role, args: argparse.Namespace) -> dict[str, Any]:
         resources={"GPU": 1} if role.gpu is not None else None,
         local_directory=local_directory(args),
         interface=args.interface,
-        protocol=args.protocol,
+        protocol=comm_protocol(args),
+        security=security,
         # The worker's own HTTP server only serves metrics; keep it off the network.
         dashboard_address="127.0.0.1:0",
         # Past the driver's own wait, so that the driver names the missing workers.
@@ -791,12 +851,14 @@ def worker_options(role: Role, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def nanny_options(role: Role, args: argparse.Namespace, log_file: Path) -> dict[str, Any]:
+def nanny_options(
+    role: Role, args: argparse.Namespace, security: Security, log_file: Path
+) -> dict[str, Any]:
     """The worker's options, plus what its process needs before it starts: its
     GPU and where to log."""
     pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
     return dict(
-        worker_options(role, args),
+        worker_options(role, args, security),
         worker_class=NannyWorker,
         env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
     )
@@ -860,10 +922,14 @@ def run_script(path: str, script_args: Sequence[str]) -> int:
     return 0
 
 
-def point_clients_here(address: str) -> None:
-    """Make ``Client()`` with no arguments, here and in subprocesses, reach this cluster."""
-    dask.config.set({"scheduler-address": address})
-    os.environ["DASK_SCHEDULER_ADDRESS"] = address
+def point_clients_here(address: str, credentials: dict[str, str] | None, log_dir: Path) -> None:
+    """Make ``Client()`` with no arguments reach this cluster, with its
+    credentials: here, in the script's subprocesses and in JupyterLab's kernels."""
+    variables = {"DASK_SCHEDULER_ADDRESS": address}
+    if credentials is not None:
+        variables.update(write_client_credentials(credentials, log_dir / "credentials"))
+    os.environ.update(variables)
+    dask.config.update(dask.config.config, dask.config.collect_env(variables))
 
 
 def close_clients_left_open() -> None:
@@ -911,6 +977,7 @@ def drive(
     info: SchedulerInfo,
     layout: Layout,
     log_dir: Path,
+    credentials: dict[str, str] | None,
     reads_stdin: bool,
 ) -> int:
     """Connect, wait for every worker, print where things are, then run the
@@ -921,12 +988,14 @@ def drive(
     for note in layout.notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
     try:
-        client = Client(info.address, timeout=args.startup_timeout)
+        client = Client(
+            info.address, timeout=args.startup_timeout, security=security_from(credentials)
+        )
     except OSError as e:
         report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
         return 1
     with client:
-        point_clients_here(info.address)
+        point_clients_here(info.address, credentials, log_dir)
         route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
         try:
             wait_for_workers(client, layout, args.startup_timeout, log_dir)
@@ -1224,8 +1293,8 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
-async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
-    options, error = attempt(scheduler_options, args, False)
+async def serve_scheduler(world: Any, args: argparse.Namespace, security: Security) -> int:
+    options, error = attempt(scheduler_options, args, False, security)
     if error is None:
         try:
             scheduler = await Scheduler(**options)
@@ -1246,15 +1315,17 @@ async def serve_scheduler(world: Any, args: argparse.Namespace) -> int:
     return await end
 
 
-async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_file: Path) -> int:
+async def serve_worker(
+    world: Any, args: argparse.Namespace, role: Role, log_file: Path, security: Security
+) -> int:
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2
     end = asyncio.ensure_future(job_end(world))
     if args.nanny:
-        server = Nanny(info.address, **nanny_options(role, args, log_file))
+        server = Nanny(info.address, **nanny_options(role, args, security, log_file))
     else:
-        server = Worker(info.address, **worker_options(role, args))
+        server = Worker(info.address, **worker_options(role, args, security))
     try:
         if await unless_ended(end, server.start()):
             await unless_ended(end, server.finished())
@@ -1262,7 +1333,9 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
         # Distributed has logged why; tell the driver, which is waiting for this worker.
         logger.info("worker %s failed", role.name, exc_info=True)
         await report_failure(
-            info.address, f"worker {role.name} (rank {role.rank}) failed: {describe(e)}"
+            info.address,
+            f"worker {role.name} (rank {role.rank}) failed: {describe(e)}",
+            security,
         )
     finally:
         # A start cut short leaves a nanny "starting": its close may then assert,
@@ -1276,11 +1349,12 @@ async def serve_worker(world: Any, args: argparse.Namespace, role: Role, log_fil
     return await end
 
 
-async def report_failure(address: str, message: str) -> None:
+async def report_failure(address: str, message: str, security: Security) -> None:
     """Post ``message`` in the scheduler's event log, where the driver looks.
     Not an MPI message: one the driver never received would break MPI_Finalize."""
     try:
-        async with rpc(address, timeout=10) as scheduler:
+        connection_args = security.get_connection_args("worker")
+        async with rpc(address, timeout=10, connection_args=connection_args) as scheduler:
             await scheduler.log_event(topic=FAILURES_TOPIC, msg=message)
     except OSError:
         logger.warning("could not tell the scheduler: %s", message)
@@ -1306,26 +1380,35 @@ async def stay_idle(world: Any) -> int:
     return await job_end(world)
 
 
-def serve_driver(world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path) -> int:
+def serve_driver(
+    world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path, credentials: Any
+) -> int:
     print("Starting the scheduler", flush=True)
     info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
     if error is not None:
         return 2
     code = 1
     try:
-        code = drive_until_interrupted(args, info, layout, log_dir, reads_stdin=False)
+        code = drive_until_interrupted(
+            args, info, layout, log_dir, credentials, reads_stdin=False
+        )
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
     return code
 
 
 def drive_until_interrupted(
-    args: argparse.Namespace, info: SchedulerInfo, layout: Layout, log_dir: Path, reads_stdin: bool
+    args: argparse.Namespace,
+    info: SchedulerInfo,
+    layout: Layout,
+    log_dir: Path,
+    credentials: dict[str, str] | None,
+    reads_stdin: bool,
 ) -> int:
     """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        code = drive(args, info, layout, log_dir, reads_stdin)
+        code = drive(args, info, layout, log_dir, credentials, reads_stdin)
     except KeyboardInterrupt as e:
         code = announce_interrupt(e)
     farewell(code)
@@ -1340,22 +1423,26 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     layout = agree_on_layout(world, args)
     if layout is None:
         return 2
-    made = attempt(make_log_dir, args.log_dir) if world.rank == SCHEDULER_RANK else None
-    log_dir, error = world.bcast(made, root=SCHEDULER_RANK)
+    made = None
+    if world.rank == SCHEDULER_RANK:
+        log_dir, error = attempt(make_log_dir, args.log_dir)
+        made = log_dir, make_credentials(args.tls), error
+    log_dir, credentials, error = world.bcast(made, root=SCHEDULER_RANK)
     if not agree(world, error):
         return 2
+    security = security_from(credentials)
     role = layout.roles[world.rank]
     worker_log, error = attempt(prepare_rank, role, args, log_dir)
     if not agree(world, error):
         return 2
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
     if role.kind == "scheduler":
-        return asyncio.run(serve_scheduler(world, args))
+        return asyncio.run(serve_scheduler(world, args, security))
     if role.kind == "driver":
-        return serve_driver(world, args, layout, log_dir)
+        return serve_driver(world, args, layout, log_dir, credentials)
     if role.kind == "worker":
         os.environ.update({} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu})
-        return asyncio.run(serve_worker(world, args, role, worker_log))
+        return asyncio.run(serve_worker(world, args, role, worker_log, security))
     return asyncio.run(stay_idle(world))
 
 
@@ -1373,21 +1460,26 @@ def run_local(args: argparse.Namespace) -> int:
     for role in layout.roles:
         preflight(role, args)
     print("Starting the scheduler", flush=True)
+    credentials = make_credentials(args.tls)
+    security = security_from(credentials)
     workers = {
         role.name: {
             "cls": Nanny,
-            "options": nanny_options(role, args, log_dir / f"worker-{role.name}.log"),
+            "options": nanny_options(role, args, security, log_dir / f"worker-{role.name}.log"),
         }
         for role in layout.workers
     }
-    scheduler = {"cls": Scheduler, "options": scheduler_options(args, True)}
+    scheduler = {"cls": Scheduler, "options": scheduler_options(args, True, security)}
     try:
-        cluster = SpecCluster(workers=workers, scheduler=scheduler, name="start_daskmpi")
+        cluster = SpecCluster(
+            workers=workers, scheduler=scheduler, security=security, name="start_daskmpi"
+        )
     except Exception as e:
         raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
     with cluster:
         return drive_until_interrupted(
-            args, scheduler_info(cluster.scheduler), layout, log_dir, reads_stdin=True
+            args, scheduler_info(cluster.scheduler), layout, log_dir, credentials,
+            reads_stdin=True,
         )
 
 

@@ -158,7 +158,11 @@ def test_notebook_runs_against_the_cluster(lab, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    found, _, _ = lab
+    found, _, tmp = lab
+    credentials = tmp / "logs" / "credentials"  # what JupyterLab's own kernels get
+    for name, file in [("CA_FILE", "ca.pem"), ("CLIENT__CERT", "client-cert.pem"),
+                       ("CLIENT__KEY", "client-key.pem")]:
+        monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{name}", str(credentials / file))
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", found.scheduler)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(ROOT / "jupyterlab_cupy_test.ipynb", as_version=4)

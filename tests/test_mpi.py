@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -67,8 +68,8 @@ def test_script_runs_on_every_worker_and_exits_0(loopback):
     assert seen["path0"] == str(SCRIPTS)
     lines = run.stdout.splitlines()
     expected_order = [
-        "Starting the scheduler", "Scheduler address: tcp://127.0.0.1:", "Starting the workers",
-        "Client status: <Client: 'tcp://127.0.0.1:", "To connect to the Dask dashboard",
+        "Starting the scheduler", "Scheduler address: tls://127.0.0.1:", "Starting the workers",
+        "Client status: <Client: 'tls://127.0.0.1:", "To connect to the Dask dashboard",
         "    ssh -t -L ", "To open the Dask dashboard, go to:", "    http://localhost:",
         "REPORT ", "Code ran successfully.", "Successfully exited",
     ]
@@ -137,7 +138,7 @@ def test_without_mpirun_a_local_cluster_runs_the_script(tmp_path):
     seen = report(run)
     assert seen["workers"] and all(name.startswith(f"{HOST}-cpu") for name in seen["workers"])
     assert seen["same_scheduler"] and seen["answer"] == 42
-    assert "Scheduler address: tcp://127.0.0.1:" in run.stdout
+    assert "Scheduler address: tls://127.0.0.1:" in run.stdout
 
 
 @pytest.mark.timeout(60)
@@ -180,7 +181,7 @@ def test_taken_default_ports_give_way_and_the_banner_says_so(loopback):
                 pass  # taken already, which is what this test needs
         run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3)
     assert_clean(run)
-    scheduler_port = int(re.search(r"Scheduler address: tcp://127.0.0.1:(\d+)", run.stdout)[1])
+    scheduler_port = int(re.search(r"Scheduler address: tls://127.0.0.1:(\d+)", run.stdout)[1])
     dashboard_port = int(re.search(r"http://localhost:(\d+)/status", run.stdout)[1])
     assert scheduler_port != 8786 and dashboard_port != 8787
     assert f"-L {dashboard_port}:localhost:{dashboard_port}" in run.stdout
@@ -264,7 +265,7 @@ def test_scheduler_file_and_logs(loopback, tmp_path):
     assert "distributed.scheduler - INFO" in run.stderr  # -v: INFO on the terminal
     logs = tmp_path / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
-        "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",
+        "credentials", "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",
         "rank2-worker.log", "rank3-worker-process.log", "rank3-worker.log",
     ]
     assert "Register worker" in (logs / "rank0-scheduler.log").read_text()
@@ -312,6 +313,27 @@ def test_signal_interrupts_the_script_whose_finally_runs(loopback, tmp_path, sig
     assert time.monotonic() - signaled < 10, run
     assert marker.read_text() == "yes"
     assert f"Interrupted ({signal.Signals(signum).name}): stopping Dask" in run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_only_this_jobs_credentials_get_in(loopback, tmp_path):
+    run = launch([*loopback, str(SCRIPTS / "intruders.py")], np=3)
+    assert_clean(run)
+    attempts = [line for line in run.stdout.splitlines() if line.startswith("INTRUDER")]
+    assert len(attempts) == 3 and all("refused" in line for line in attempts), run.stdout
+    credentials = tmp_path / "logs" / "credentials"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in credentials.iterdir()} == {
+        "ca.pem": 0o600, "client-cert.pem": 0o600, "client-key.pem": 0o600,
+    }
+
+
+@pytest.mark.timeout(120)
+def test_no_tls_runs_plain_tcp(loopback):
+    run = launch([*loopback, "--no-tls", str(SCRIPTS / "report_cluster.py")], np=3)
+    assert_clean(run)
+    assert "Scheduler address: tcp://127.0.0.1:" in run.stdout
+    assert report(run)["answer"] == 42
 
 
 def test_import_has_no_side_effects():

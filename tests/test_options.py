@@ -14,7 +14,7 @@ def test_defaults():
     assert args.nthreads is None and args.memory_limit == "auto"
     assert args.scheduler_port is None and args.dashboard_address is None
     assert args.gpus_per_node is None and args.startup_timeout == 120
-    assert args.nanny and not args.verbose
+    assert args.nanny and args.tls and not args.verbose
     assert not parse_args(["--no-nanny", "job.py"]).nanny
 
 
@@ -27,7 +27,7 @@ def test_everything_after_the_script_belongs_to_the_script():
 def test_options_are_parsed_to_their_types():
     args = parse_args(
         "--memory-limit 80GB --local-directory /scratch --interface ib0 --protocol ucx "
-        "--scheduler-port 9000 --dashboard-address :9001 --scheduler-file s.json "
+        "--no-tls --scheduler-port 9000 --dashboard-address :9001 --scheduler-file s.json "
         "--log-dir logs --gpus-per-node 4 --startup-timeout 2m --ssh-hops a@b,c -v "
         "job.py".split()
     )
@@ -55,6 +55,7 @@ def test_memory_limits_dask_takes(value):
         (["--scheduler-port", "70000", "job.py"], "expected a port number, 0-65535"),
         (["--startup-timeout", "0", "job.py"], "expected a duration such as 60"),
         (["--startup-timeout", "soon", "job.py"], "expected a duration such as 60"),
+        (["--protocol", "tcp", "job.py"], "--protocol tcp carries no TLS: add --no-tls"),
     ],
 )
 def test_bad_options_raise_one_line(argv, words):
@@ -70,5 +71,6 @@ def test_help_names_every_option():
         "--nthreads", "--memory-limit", "--local-directory", "--interface", "--protocol",
         "--scheduler-port", "--dashboard-address", "--scheduler-file", "--log-dir",
         "--gpus-per-node", "--startup-timeout", "--ssh-hops", "--verbose", "--no-nanny",
+        "--no-tls", "--jupyter-port",
     ):
         assert option in text
