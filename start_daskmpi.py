@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import datetime
+import errno
 import getpass
 import importlib.util
 import json
@@ -38,7 +40,7 @@ import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,9 @@ POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
 STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver gave up
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
 SIGNAL_GRACE = 8.0  # seconds a rank waits, after SIGINT or SIGTERM, for the driver to end the job
+SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
+LEAVE_TIMEOUT = 30.0  # seconds a rank done with its role waits for the others to be done
+PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when another took it
 JUPYTER_START_TIMEOUT = 120.0
 JUPYTER_STOP_TIMEOUT = 10.0
 LOG_FILE_VARIABLE = "START_DASKMPI_LOG_FILE"
@@ -103,12 +108,19 @@ class Terminated(KeyboardInterrupt):
     KeyboardInterrupt, so that the script's ``finally`` blocks run."""
 
 
+class SchedulerLost(KeyboardInterrupt):
+    """Raised in the driver, as a signal is, once its scheduler has gone for good."""
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
 def announce_interrupt(error: KeyboardInterrupt) -> int:
-    """Say which signal ended the run; return 128 + it, as a shell reports it."""
+    """Say what ended the run; return 128 + the signal, as a shell reports it."""
+    if isinstance(error, SchedulerLost):
+        report(str(error))
+        return 1
     signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
     print(f"\nInterrupted ({signum.name}): stopping Dask", flush=True)
     return 128 + signum
@@ -212,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--gpus-per-node", type=_count, metavar="N",
         help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
+    )
+    worker.add_argument(
+        "--require-gpu", action="store_true",
+        help="fail at once, rather than run CPU workers, where a node has no GPU or no CuPy",
     )
     net = parser.add_argument_group("network")
     net.add_argument(
@@ -464,16 +480,34 @@ def count_gpus() -> int:
     return 0
 
 
-def this_node(gpus_per_node: int | None, environ: Mapping[str, str] = os.environ) -> Node:
+def check_gpu_required(host: str, real_gpus: int, chosen_gpus: int, has_cupy: bool) -> None:
+    """--require-gpu: a node without a GPU (or CuPy) is an error, not a CPU fallback."""
+    if real_gpus == 0:
+        raise LaunchError(
+            f"--require-gpu, but {host} has no GPU (none in CUDA_VISIBLE_DEVICES, NVML or "
+            "nvidia-smi): run on a GPU node, or leave --require-gpu out for CPU workers"
+        )
+    if chosen_gpus == 0:
+        raise LaunchError("--require-gpu and --gpus-per-node 0 contradict: drop one")
+    if not has_cupy:
+        raise LaunchError(
+            f"--require-gpu, but CuPy is not installed on {host}: "
+            "pip install 'start-daskmpi[gpu]'"
+        )
+
+
+def this_node(
+    gpus_per_node: int | None, require_gpu: bool = False, environ: Mapping[str, str] = os.environ
+) -> Node:
     visible = environ.get("CUDA_VISIBLE_DEVICES")
-    detected = 0 if visible is not None or gpus_per_node == 0 else count_gpus()
+    detect = visible is None and (gpus_per_node != 0 or require_gpu)
+    detected = count_gpus() if detect else 0
     host = socket.gethostname().split(".")[0]
-    return Node(
-        host=host,
-        gpus=choose_gpus(visible, detected, gpus_per_node, host),
-        cores=CPU_COUNT,
-        memory=MEMORY_LIMIT,
-    )
+    gpus = choose_gpus(visible, detected, gpus_per_node, host)
+    if require_gpu:
+        real = detected if visible is None else len(parse_visible_devices(visible))
+        check_gpu_required(host, real, len(gpus), importlib.util.find_spec("cupy") is not None)
+    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=MEMORY_LIMIT)
 
 
 # --------------------------------------------------------------------------
@@ -656,17 +690,35 @@ def connection_banner(info: SchedulerInfo, route: Sequence[str]) -> str:
 # --------------------------------------------------------------------------
 
 
+class OneLineFormatter(logging.Formatter):
+    """A record in one line: its traceback stays in the log file, named instead."""
+
+    def __init__(self, fmt: str, log_file: str | Path) -> None:
+        super().__init__(fmt)
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+        )
+        line = super().format(bare)
+        return f"{line} (traceback in {self.log_file})" if record.exc_info else line
+
+
 def log_to_file(path: str | Path, verbose: bool) -> None:
-    """INFO and up to ``path``; the terminal gets warnings and errors only,
-    unless verbose.  Replaces the stderr handlers distributed installs at import."""
-    formatter = logging.Formatter(dask.config.get("distributed.admin.log-format"))
+    """INFO and up to ``path``; the terminal gets warnings and errors only, each
+    in one line, unless verbose.  Replaces the stderr handlers distributed
+    installs at import."""
+    log_format = dask.config.get("distributed.admin.log-format")
     to_file = logging.FileHandler(path)
     os.chmod(path, 0o600)
     to_file.setLevel(logging.INFO)
+    to_file.setFormatter(logging.Formatter(log_format))
     to_terminal = logging.StreamHandler(sys.stderr)
     to_terminal.setLevel(logging.INFO if verbose else logging.WARNING)
-    for handler in (to_file, to_terminal):
-        handler.setFormatter(formatter)
+    to_terminal.setFormatter(
+        logging.Formatter(log_format) if verbose else OneLineFormatter(log_format, path)
+    )
     for existing in logging.Logger.manager.loggerDict.values():
         if isinstance(existing, logging.Logger) and existing.handlers:
             existing.handlers.clear()
@@ -939,6 +991,53 @@ def close_clients_left_open() -> None:
         client.close()
 
 
+@contextlib.contextmanager
+def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) -> Iterator[None]:
+    """End the run with one line once the scheduler is gone: the script's
+    futures fail, but a script busy elsewhere, or JupyterLab, would go on until
+    the walltime.  Where mpirun kills every rank as soon as one dies (MPICH,
+    Open MPI), this has no time to act; where it does not (srun without
+    --kill-on-bad-exit), or where the scheduler closed itself, it ends the job."""
+    lost = threading.Event()
+    done = threading.Event()
+    main = threading.main_thread().ident
+    message = (
+        f"lost the scheduler (rank {SCHEDULER_RANK} on {info.host}): the job ends; "
+        f"see {log_dir / f'rank{SCHEDULER_RANK}-scheduler.log'}"
+    )
+
+    def watch() -> None:
+        gone_since = None
+        while not done.wait(POLL_INTERVAL * 10):
+            if client.status == "running":
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > SCHEDULER_LOST_GRACE:
+                lost.set()
+                # A real signal, not interrupt_main(): it also ends a blocking wait.
+                signal.pthread_kill(main, signal.SIGTERM)
+                return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SchedulerLost(message) if lost.is_set() else Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    watcher = threading.Thread(target=watch, name="watch the scheduler", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
+        if client.status != "running":
+            # Closing a client that still tries to reconnect logs a traceback per try.
+            logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    if client.status != "running" and not lost.is_set():  # the script's futures failed first
+        raise SchedulerLost(message)
+
+
 def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Path) -> None:
     """Return once every planned worker has registered; raise LaunchError at
     the first failure a worker reports, or naming the missing ones at timeout."""
@@ -994,23 +1093,23 @@ def drive(
     except OSError as e:
         report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
         return 1
-    with client:
-        point_clients_here(info.address, credentials, log_dir)
-        route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
-        try:
-            wait_for_workers(client, layout, args.startup_timeout, log_dir)
-            print(f"Client status: {client}")
-            print(f"Logs: {log_dir}")
-            print()
-            if args.script:
-                code = run_script_session(args, info, route)
-            else:
-                code = serve_jupyterlab(args, client, info, route, log_dir, reads_stdin)
-        except LaunchError as e:
-            report(str(e))
-            return 1
+    try:
+        with client, ended_if_scheduler_lost(client, info, log_dir):
+            point_clients_here(info.address, credentials, log_dir)
+            route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
+            try:
+                wait_for_workers(client, layout, args.startup_timeout, log_dir)
+                print(f"Client status: {client}")
+                print(f"Logs: {log_dir}")
+                print()
+                if args.script:
+                    return run_script_session(args, info, route)
+                return serve_jupyterlab(args, client, info, route, log_dir, reads_stdin)
+            except LaunchError as e:
+                report(str(e))
+                return 1
+    finally:
         close_clients_left_open()
-    return code
 
 
 def farewell(code: int) -> None:
@@ -1167,6 +1266,9 @@ def mpi_world(environ: Mapping[str, str]) -> Any:
     if launched is None or launched[0] == 1:
         return None
     try:
+        import mpi4py
+
+        mpi4py.rc.finalize = False  # exit_together() does, bounded
         from mpi4py import MPI
     except (ImportError, RuntimeError) as e:
         raise LaunchError(
@@ -1243,7 +1345,11 @@ def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
     # One rank per node looks: GPU detection is node-wide, and the mask the
     # batch system gave the node's first rank stands for the node.
     node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
-    mine = (world.rank, *attempt(this_node, args.gpus_per_node)) if node_comm.rank == 0 else None
+    first_on_node = node_comm.rank == 0
+    mine = (
+        (world.rank, *attempt(this_node, args.gpus_per_node, args.require_gpu))
+        if first_on_node else None
+    )
     leader, node, error = node_comm.bcast(mine, root=0)
     node_comm.Free()
     if not agree(world, error):
@@ -1293,16 +1399,28 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
-async def serve_scheduler(world: Any, args: argparse.Namespace, security: Security) -> int:
-    options, error = attempt(scheduler_options, args, False, security)
-    if error is None:
+async def start_scheduler(args: argparse.Namespace, security: Security) -> Scheduler:
+    """The scheduler on the port chosen for it.  Another launcher starting on this
+    node at the same moment may bind a default port between our choice and our
+    bind: then the next free port."""
+    for _ in range(PORT_RACE_ATTEMPTS):
+        options = scheduler_options(args, False, security)
         try:
-            scheduler = await Scheduler(**options)
+            return await Scheduler(**options)
         except Exception as e:
-            error = f"the scheduler failed to start: {e.__cause__ or e}"
-    if error is not None:
-        report(error)
-        send_to_all(world, (None, error), TAG_START)
+            cause = e.__cause__ or e
+            raced = getattr(cause, "errno", None) == errno.EADDRINUSE
+            if not raced or args.scheduler_port is not None:
+                raise LaunchError(f"the scheduler failed to start: {cause}") from None
+    raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
+
+
+async def serve_scheduler(world: Any, args: argparse.Namespace, security: Security) -> int:
+    try:
+        scheduler = await start_scheduler(args, security)
+    except LaunchError as e:
+        report(str(e))
+        send_to_all(world, (None, str(e)), TAG_START)
         return 2
     end = asyncio.ensure_future(job_end(world))
     if args.script is None:
@@ -1342,7 +1460,10 @@ async def serve_worker(
         # or leave the worker process running, which ignores SIGTERM: kill it.
         process = getattr(getattr(server, "process", None), "process", None)
         with contextlib.suppress(Exception):
-            await server.close()
+            if isinstance(server, Worker):  # a task still running is abandoned, not awaited
+                await server.close(executor_wait=False)
+            else:
+                await server.close()
         if process is not None and process.is_alive():
             await process.kill()
             await process.join(WORKERS_LEAVE_TIMEOUT)
@@ -1389,12 +1510,39 @@ def serve_driver(
         return 2
     code = 1
     try:
-        code = drive_until_interrupted(
-            args, info, layout, log_dir, credentials, reads_stdin=False
-        )
+        with hard_exit_ends_the_job(world):
+            code = drive_until_interrupted(
+                args, info, layout, log_dir, credentials, reads_stdin=False
+            )
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
     return code
+
+
+@contextlib.contextmanager
+def hard_exit_ends_the_job(world: Any) -> Iterator[None]:
+    """Make the script's ``os._exit(n)`` end the job with status n, as it ends
+    ``python script.py``: mpirun would see the driver vanish, kill the other
+    ranks and report a signal.  The other ranks are told first, and exit with
+    it; a forked child's ``os._exit`` stays the plain one."""
+    plain_exit, driver = os._exit, os.getpid()
+
+    def end_job_and_exit(status: int) -> None:
+        if os.getpid() == driver:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            send_to_all(world, status, TAG_END)
+            exit_together(world)
+            # exit(3), not _exit(2): MPICH's exit handlers must run for its
+            # mpirun to count this rank's end as clean.
+            ctypes.CDLL(None).exit(status)
+        plain_exit(status)
+
+    os._exit = end_job_and_exit
+    try:
+        yield
+    finally:
+        os._exit = plain_exit
 
 
 def drive_until_interrupted(
@@ -1413,6 +1561,22 @@ def drive_until_interrupted(
         code = announce_interrupt(e)
     farewell(code)
     return code
+
+
+def exit_together(world: Any) -> None:
+    """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
+    waits for every rank, with no bound; and its mpirun kills the ranks not yet
+    finalised as soon as one exits non-zero, then reports the kill instead of
+    the status.  A rank that never comes leaves MPI unfinalised, and mpirun
+    ends the job."""
+    from mpi4py import MPI
+
+    done = world.Ibarrier()
+    deadline = time.monotonic() + LEAVE_TIMEOUT
+    while not done.Test() and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)
+    if done.Test():
+        MPI.Finalize()
 
 
 def run_rank(world: Any, args: argparse.Namespace) -> int:
@@ -1453,7 +1617,8 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     layout = plan_local(
-        this_node(args.gpus_per_node), nthreads=args.nthreads, memory_limit=args.memory_limit
+        this_node(args.gpus_per_node, args.require_gpu),
+        nthreads=args.nthreads, memory_limit=args.memory_limit,
     )
     log_dir = make_log_dir(args.log_dir)
     log_to_file(log_dir / "local.log", args.verbose)
@@ -1497,12 +1662,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(str(e))
         return 2
     try:
-        return run_rank(world, args)
+        code = run_rank(world, args)
     except Exception:
         # A fault of ours: the other ranks would wait for this one forever.
         logger.exception("rank %d failed", world.rank)
         world.Abort(1)
         raise
+    exit_together(world)
+    return code
 
 
 if __name__ == "__main__":

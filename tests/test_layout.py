@@ -8,6 +8,7 @@ import pytest
 from start_daskmpi import (
     LaunchError,
     Node,
+    check_gpu_required,
     choose_gpus,
     format_ranks,
     parse_visible_devices,
@@ -203,3 +204,21 @@ def test_more_gpus_than_there_are_is_an_error(visible, detected, override, words
 def test_format_ranks():
     assert format_ranks([7, 2, 3, 4, 9, 10]) == "2-4, 7, 9-10"
     assert format_ranks([5]) == "5"
+
+
+@pytest.mark.parametrize(
+    "real, chosen, cupy, words",
+    [
+        (0, 0, True, "has no GPU"),
+        (0, 2, True, "has no GPU"),  # simulated GPUs are not GPUs
+        (2, 0, True, "contradict"),
+        (2, 2, False, "CuPy is not installed on n1"),
+    ],
+)
+def test_required_gpu_missing_is_an_error(real, chosen, cupy, words):
+    with pytest.raises(LaunchError, match=words):
+        check_gpu_required("n1", real, chosen, cupy)
+
+
+def test_required_gpu_present_passes():
+    check_gpu_required("n1", 8, 8, True)

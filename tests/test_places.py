@@ -1,10 +1,13 @@
 """Ports, folders, tunnels and launchers: the side-effect-free parts."""
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import os
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,51 @@ def test_check_local_directory(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(sd.LaunchError, match="not writable"):
             sd.check_local_directory(str(locked))
+
+
+def test_terminal_log_lines_name_the_file_instead_of_a_traceback(tmp_path):
+    formatter = sd.OneLineFormatter("%(levelname)s - %(message)s", tmp_path / "rank2.log")
+    try:
+        raise OSError("queue closed")
+    except OSError:
+        record = logging.LogRecord(
+            "distributed.nanny", logging.ERROR, __file__, 1, "Worker process died", None,
+            sys.exc_info(),
+        )
+    assert formatter.format(record) == (
+        f"ERROR - Worker process died (traceback in {tmp_path / 'rank2.log'})"
+    )
+    assert record.exc_info is not None  # the file's handler still gets the traceback
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
+    """Another launcher on the node took the port we chose: a default one gives
+    way to the next free port; an explicit one is an error."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        chosen = []
+
+        def racing(*args):
+            options = sd_scheduler_options(*args)
+            chosen.append(port if not chosen else options["port"])
+            return {**options, "port": chosen[-1]}
+
+        sd_scheduler_options = sd.scheduler_options
+        monkeypatch.setattr(sd, "scheduler_options", racing)
+        argv = ["--interface", "lo", "--no-tls", "--dashboard-address", "127.0.0.1:0"]
+        args = sd.parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
+
+        async def start() -> int:
+            scheduler = await sd.start_scheduler(args, sd.Security())
+            async with scheduler:
+                return scheduler.port
+
+        if explicit:
+            with pytest.raises(sd.LaunchError, match="in use"):
+                asyncio.run(start())
+        else:
+            assert asyncio.run(start()) != port and chosen[0] == port and len(chosen) == 2
