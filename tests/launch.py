@@ -76,6 +76,11 @@ def reap(token: str, grace: float = 5.0) -> list[str]:
     return described
 
 
+def our_lines(stream: str) -> list[str]:
+    """Our own lines, without the notices Open MPI adds when a rank exits non-zero."""
+    return [line for line in stream.splitlines() if line.startswith("start_daskmpi:")]
+
+
 @dataclass
 class Run:
     rc: int | None  # None: killed at the timeout

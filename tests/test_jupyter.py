@@ -214,7 +214,7 @@ def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("np", [3, None], ids=["mpirun", "local"])
-def test_stop_on_stdin_ends_everything(tmp_path, np):
+def test_stop_on_stdin_ends_everything(tmp_path, record, np):
     with Session(options(tmp_path), np=np, cwd=ROOT) as session:
         Lab(session)
         session.send("hello\n")
@@ -222,6 +222,7 @@ def test_stop_on_stdin_ends_everything(tmp_path, np):
         session.send("stop\n")
         stopped = time.monotonic()
         run = session.finish(timeout=30)
+    record(run, "clean run", f"JupyterLab, 'stop' ({'mpirun' if np else 'local'})")
     assert run.rc == 0, run
     assert time.monotonic() - stopped < 10, run
     assert run.leftovers == [] and "Traceback" not in run.output, run
@@ -230,12 +231,13 @@ def test_stop_on_stdin_ends_everything(tmp_path, np):
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_to_mpirun_ends_everything(tmp_path, signum, status):
+def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
     with Session(options(tmp_path), np=3, cwd=ROOT) as session:
         Lab(session)
         session.process.send_signal(signum)
         signaled = time.monotonic()
         run = session.finish(timeout=30)
+    record(run, "fault", f"JupyterLab, {signal.Signals(signum).name} to mpirun")
     assert run.rc == status, run
     assert time.monotonic() - signaled < 10, run
     assert run.leftovers == [] and "Traceback" not in run.output, run
