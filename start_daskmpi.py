@@ -226,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
     )
     worker.add_argument(
+        "--rmm-pool-size", metavar="SIZE",
+        help="GPU workers allocate from an RMM pool of this size, e.g. 70GB or 0.9 of "
+        "the GPU (dask-cuda and rmm)",
+    )
+    worker.add_argument(
+        "--device-memory-limit", metavar="LIMIT",
+        help="GPU memory a worker fills before it spills to host memory, then disk, "
+        "e.g. 60GB or 0.8 (dask-cuda; default: dask-cuda's)",
+    )
+    worker.add_argument(
         "--require-gpu", action="store_true",
         help="fail at once, rather than run CPU workers, where a node has no GPU or no CuPy",
     )
@@ -798,6 +808,26 @@ def check_local_directory(path: str) -> None:
         raise LaunchError(f"cannot create --local-directory {path}: {e.strerror}") from None
     if not is_writable_dir(path):
         raise LaunchError(f"--local-directory {path} is not writable: choose another folder")
+
+
+def check_dask_cuda(args: argparse.Namespace, local: bool) -> None:
+    wanted = [
+        option for option, value in (
+            ("--rmm-pool-size", args.rmm_pool_size),
+            ("--device-memory-limit", args.device_memory_limit),
+        ) if value
+    ]
+    if not wanted:
+        return
+    if importlib.util.find_spec("dask_cuda") is None:
+        raise LaunchError(f"{wanted[0]} comes from dask-cuda: pip install dask-cuda")
+    if args.rmm_pool_size and importlib.util.find_spec("rmm") is None:
+        raise LaunchError("--rmm-pool-size needs RMM: pip install rmm-cu12 (or rmm-cu13)")
+    if local or not args.nanny:
+        raise LaunchError(
+            f"{wanted[0]} applies to dask-cuda's workers, which run under mpirun "
+            "with a nanny: use mpirun, without --no-nanny"
+        )
 
 
 def preflight(role: Role, args: argparse.Namespace) -> None:
@@ -1440,12 +1470,9 @@ async def serve_worker(
     if error is not None:
         return 2
     end = asyncio.ensure_future(job_end(world))
-    if args.nanny:
-        server = Nanny(info.address, **nanny_options(role, args, security, log_file))
-    else:
-        server = Worker(info.address, **worker_options(role, args, security))
+    server = make_worker(info.address, role, args, security, log_file)
     try:
-        if await unless_ended(end, server.start()):
+        if await unless_ended(end, server):  # each kind of server starts when awaited
             await unless_ended(end, server.finished())
     except Exception as e:
         # Distributed has logged why; tell the driver, which is waiting for this worker.
@@ -1458,16 +1485,50 @@ async def serve_worker(
     finally:
         # A start cut short leaves a nanny "starting": its close may then assert,
         # or leave the worker process running, which ignores SIGTERM: kill it.
-        process = getattr(getattr(server, "process", None), "process", None)
+        processes = [
+            nanny.process.process
+            for nanny in getattr(server, "nannies", [server])  # dask-cuda's has nannies
+            if getattr(getattr(nanny, "process", None), "process", None) is not None
+        ]
         with contextlib.suppress(Exception):
             if isinstance(server, Worker):  # a task still running is abandoned, not awaited
                 await server.close(executor_wait=False)
             else:
                 await server.close()
-        if process is not None and process.is_alive():
-            await process.kill()
-            await process.join(WORKERS_LEAVE_TIMEOUT)
+        for process in processes:
+            if process.is_alive():
+                await process.kill()
+                await process.join(WORKERS_LEAVE_TIMEOUT)
     return await end
+
+
+def make_worker(
+    address: str, role: Role, args: argparse.Namespace, security: Security, log_file: Path
+) -> Any:
+    """This rank's worker: dask-cuda's, for a GPU where dask-cuda is installed
+    (its CPU affinity, device memory spilling and RMM pool), else distributed's,
+    behind a nanny unless --no-nanny."""
+    if not args.nanny:
+        return Worker(address, **worker_options(role, args, security))
+    if role.gpu is None or importlib.util.find_spec("dask_cuda") is None:
+        return Nanny(address, **nanny_options(role, args, security, log_file))
+    from dask_cuda import CUDAWorker
+
+    # It spawns one nanny per visible GPU, with an environment of its choosing:
+    # the rank's own carries the pin and the log file to its worker process.
+    os.environ.update(nanny_options(role, args, security, log_file)["env"])
+    options = worker_options(role, args, security)
+    resources = options.pop("resources")  # it takes them as its command line does
+    return CUDAWorker(
+        address,
+        **options,
+        resources=",".join(f"{name}={count}" for name, count in resources.items()),
+        worker_class=NannyWorker,
+        rmm_pool_size=args.rmm_pool_size,
+        # Without this, CuPy keeps allocating from its own pool, not RMM's.
+        rmm_allocator_external_lib_list=["cupy"] if args.rmm_pool_size else None,
+        device_memory_limit=args.device_memory_limit or "default",
+    )
 
 
 async def report_failure(address: str, message: str, security: Security) -> None:
@@ -1654,6 +1715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         world = mpi_world(os.environ)
+        check_dask_cuda(args, local=world is None)
         if world is None:
             return run_local(args)
     except LaunchError as e:

@@ -80,3 +80,27 @@ def test_cupy_test_runs_its_gpu_part(tmp_path):
     assert run.rc == 0 and run.leftovers == [], run
     assert run.stdout.count("elapsed time:") == 2 and "skipped" not in run.stdout
     assert run.stdout.count(": ok") == 2
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@pytest.mark.skipif(
+    importlib.util.find_spec("dask_cuda") is None or importlib.util.find_spec("rmm") is None,
+    reason="no dask-cuda or RMM",
+)
+def test_dask_cuda_options_reach_the_worker(tmp_path):
+    run = launch(
+        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"), "--rmm-pool-size", "2GB",
+         "--device-memory-limit", "1GB", str(SCRIPTS / "dask_cuda_on_worker.py")],
+        np=GPUS + 2, timeout=150,
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    (line,) = [s for s in run.stdout.splitlines() if s.startswith("DASKCUDA ")]
+    workers = list(json.loads(line.removeprefix("DASKCUDA ")).values())
+    assert len(workers) == GPUS
+    for seen in workers:
+        assert seen["resource"] == "PoolMemoryResource"
+        assert seen["allocator"] == "rmm_cupy_allocator"
+        assert seen["store"] == "DeviceHostFile"  # device -> host -> disk spilling
+        assert seen["sum"] == 10**6
