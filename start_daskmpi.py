@@ -28,7 +28,9 @@ import getpass
 import importlib.util
 import json
 import logging
+import math
 import os
+import re
 import runpy
 import secrets
 import shutil
@@ -41,7 +43,7 @@ import time
 import traceback
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,6 @@ LAUNCHER_VARIABLES = (
 )
 # Node-local scratch on the machines we know, tried after $TMPDIR and before /tmp.
 NODE_SCRATCH = ("/local/scratch", "/raid/scratch")
-THETAGPU_HOPS = ("{user}@theta.alcf.anl.gov", "thetagpusn1")
 # The PEM fields of a distributed.Security: one job's CA, certificates and keys.
 TLS_FIELDS = (
     "tls_ca_file", "tls_client_key", "tls_client_cert", "tls_scheduler_key",
@@ -236,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 60GB or 0.8 (dask-cuda; default: dask-cuda's)",
     )
     worker.add_argument(
+        "--gpu-vendor", choices=sorted(VENDORS),
+        help="whose GPUs to pin workers to, by CUDA_VISIBLE_DEVICES (nvidia), "
+        "ROCR_VISIBLE_DEVICES (amd) or ZE_AFFINITY_MASK (intel) (default: the maker whose "
+        "mask the batch system set, else whose GPUs are found)",
+    )
+    worker.add_argument(
         "--require-gpu", action="store_true",
         help="fail at once, rather than run CPU workers, where a node has no GPU or no CuPy",
     )
@@ -286,12 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for every worker to register (default 120)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show Dask's INFO logs here too")
+    plan = parser.add_argument_group(
+        "plan", "print which rank does what, and the launch line that fits, without MPI"
+    )
+    plan.add_argument("--plan", action="store_true", help="print the layout plan and exit")
+    plan.add_argument("--nodes", type=_positive_int, default=1, metavar="N",
+                      help="nodes in the job (default 1)")
+    plan.add_argument("-np", "--ranks", type=_positive_int, metavar="N",
+                      help="ranks mpirun would start (default: the count that fits)")
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; raise LaunchError with one line for a bad one."""
     args = build_parser().parse_args(argv)
+    if not args.plan and (args.ranks or args.nodes != 1):
+        raise LaunchError("-np and --nodes describe a job for --plan: add --plan, or drop them")
     if args.tls and args.protocol not in (None, "tls"):
         raise LaunchError(
             f"--protocol {args.protocol} carries no TLS: add --no-tls to use it (see --help)"
@@ -309,9 +326,10 @@ class Node:
     """What a node offers, as its first rank found it."""
 
     host: str
-    gpus: tuple[str, ...]  # CUDA_VISIBLE_DEVICES entries, one per GPU to use
+    gpus: tuple[str, ...]  # entries of the GPU mask (CUDA_VISIBLE_DEVICES...), one per GPU
     cores: int
     memory: int  # bytes
+    pin: str = "CUDA_VISIBLE_DEVICES"  # the variable that gives a process its GPUs
 
 
 @dataclass(frozen=True)
@@ -323,6 +341,11 @@ class Role:
     gpu: str | None = None
     nthreads: int = 0
     memory_limit: int | str = 0
+    pin: str = "CUDA_VISIBLE_DEVICES"
+
+    def environment(self) -> dict[str, str]:
+        """What pins this role's process to its GPU, set before anything touches it."""
+        return {} if self.gpu is None else {self.pin: self.gpu}
 
 
 @dataclass(frozen=True)
@@ -401,7 +424,7 @@ def plan_layout(
         memory = node.memory // max(1, len(placed)) if memory_limit == "auto" else memory_limit
         for i, (rank, gpu) in enumerate(placed):
             name = worker_name(node.host, gpu, i)
-            roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory)
+            roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory, node.pin)
         idle = ranks[len(placed):]
         for rank in idle:
             roles[rank] = Role(rank, "idle", node.host)
@@ -431,26 +454,111 @@ def plan_local(node: Node, *, nthreads: int | None = None, memory_limit: str = "
     )
 
 
+def describe_layout(layout: Layout) -> list[str]:
+    """One line per node: which ranks do what, on which GPUs."""
+    lines = []
+    for host in dict.fromkeys(role.host for role in layout.roles):
+        roles = [role for role in layout.roles if role.host == host]
+        parts = [f"rank {r.rank} {r.kind}" for r in roles if r.kind in ("scheduler", "driver")]
+        workers = [r for r in roles if r.kind == "worker"]
+        if workers:
+            where = (
+                f"GPU(s) {', '.join(str(r.gpu) for r in workers)} ({workers[0].pin})"
+                if workers[0].gpu is not None else "CPU"
+            )
+            parts.append(f"rank(s) {format_ranks(r.rank for r in workers)} workers on {where}")
+        idle = [r.rank for r in roles if r.kind == "idle"]
+        if idle:
+            parts.append(f"rank(s) {format_ranks(idle)} idle")
+        lines.append(f"{host}: {'; '.join(parts)}")
+    return lines
+
+
+def block_placement(ranks: int, nodes: int) -> list[int]:
+    """The node of each rank as launchers place them with a fixed count per
+    node (-npernode, -ppn, --ntasks-per-node): in blocks, in order."""
+    per_node = math.ceil(ranks / nodes)
+    return [min(rank // per_node, nodes - 1) for rank in range(ranks)]
+
+
+def launch_lines(nodes: int, per_node: int, script: str) -> dict[str, str]:
+    """The launch line of each kind of launcher for ``per_node`` ranks on each node."""
+    total = nodes * per_node
+    command = f"python start_daskmpi.py {script}"
+    hosts = " --hostfile $NODEFILE" if nodes > 1 else ""
+    return {
+        "Open MPI (Cobalt)": f"mpirun -np {total} -npernode {per_node}{hosts} {command}",
+        "MPICH, Cray (PBS)": f"mpiexec -n {total} --ppn {per_node}{hosts} {command}",
+        "Slurm": f"srun -n {total} --ntasks-per-node {per_node} {command}",
+    }
+
+
+def plan_report(args: argparse.Namespace, node: Node) -> str:
+    """--plan: the layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
+    nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
+    fitting = len(node.gpus) + 2 + (args.nodes - 1) * len(node.gpus)
+    ranks = args.ranks or fitting
+    layout = plan_layout(block_placement(ranks, args.nodes), nodes)
+    gpus = f"{len(node.gpus)} GPU(s)" if node.gpus else "no GPU (CPU workers)"
+    lines = [f"{ranks} ranks on {args.nodes} node(s) of {gpus}, placed in blocks:"]
+    lines += [f"    {line}" for line in describe_layout(layout)]
+    lines += [f"    note: {note}" for note in layout.notes]
+    if node.gpus:
+        # Launchers place the same count on every node: 2 ranks idle on the others.
+        per_node = len(node.gpus) + 2
+        lines.append(f"Launch lines that give every GPU a worker ({per_node} ranks a node):")
+    else:
+        per_node = max(MIN_WORLD_SIZE, math.ceil(ranks / args.nodes))
+        lines.append(f"Launch lines for {per_node} ranks a node:")
+    script = " ".join([args.script, *args.script_args]) if args.script else "your_script.py"
+    lines += [
+        f"    {name}: {line}"
+        for name, line in launch_lines(args.nodes, per_node, script).items()
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------
 # GPUs
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Vendor:
+    """How a GPU maker's runtime is told which GPUs a process may use."""
+
+    name: str
+    masks: tuple[str, ...]  # variables a batch system may have set, read in this order
+
+
+VENDORS = {
+    "nvidia": Vendor("nvidia", ("CUDA_VISIBLE_DEVICES",)),
+    "amd": Vendor("amd", ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")),
+    "intel": Vendor("intel", ("ZE_AFFINITY_MASK",)),
+}
+# PCI device ids of Intel's data-centre GPUs (Max, Flex), not of integrated graphics.
+INTEL_DATA_CENTRE_GPUS = ("0x0bd", "0x56c")
+
+
 def parse_visible_devices(value: str) -> list[str]:
-    """CUDA_VISIBLE_DEVICES entries (indices or UUIDs); '' and 'NoDevFiles' mean none."""
+    """Mask entries (indices, UUIDs, Intel's card.tile); '' and 'NoDevFiles' mean none."""
     if value.strip() == "NoDevFiles":
         return []
     return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 def choose_gpus(
-    visible: str | None, detected: int, override: int | None, host: str = "this node"
+    visible: str | None,
+    detected: int,
+    override: int | None,
+    host: str = "this node",
+    variable: str = "CUDA_VISIBLE_DEVICES",
 ) -> tuple[str, ...]:
-    """The GPUs a node's workers use: the batch system's mask when it set one
-    (its entries, not raw indices), else the detected ones; --gpus-per-node
-    takes the first N of them, or simulates N where no GPU can be seen."""
+    """The GPUs a node's workers use: the batch system's mask ``variable`` when
+    it set one (its entries, not raw indices), else the detected ones;
+    --gpus-per-node takes the first N, or simulates N where no GPU can be seen."""
     if visible is not None:
-        devices, source = parse_visible_devices(visible), f"CUDA_VISIBLE_DEVICES={visible}"
+        devices, source = parse_visible_devices(visible), f"{variable}={visible}"
     else:
         devices, source = [str(i) for i in range(detected)], "detected"
     if override is None or override <= len(devices):
@@ -481,7 +589,7 @@ def count_gpus_nvidia_smi() -> int:
 
 
 def count_gpus() -> int:
-    """GPUs on this node, by NVML or nvidia-smi: neither creates a CUDA context."""
+    """NVIDIA GPUs on this node, by NVML or nvidia-smi: neither creates a CUDA context."""
     for counter in (count_gpus_nvml, count_gpus_nvidia_smi):
         try:
             return counter()
@@ -490,12 +598,60 @@ def count_gpus() -> int:
     return 0
 
 
+def count_gpus_amd(topology: Path = Path("/sys/class/kfd/kfd/topology/nodes")) -> int:
+    """AMD GPUs, as the ROCm kernel driver lists its agents (a CPU has no SIMDs)."""
+    return sum(
+        bool(re.search(r"^simd_count\s+[1-9]", path.read_text(), re.MULTILINE))
+        for path in topology.glob("*/properties")
+    )
+
+
+def count_gpus_intel(drm: Path = Path("/sys/class/drm")) -> int:
+    """Intel data-centre GPUs, by their PCI ids (integrated graphics do not count)."""
+    count = 0
+    for card in drm.glob("card[0-9]*"):
+        if "-" in card.name:  # a connector (card0-DP-1), not a card
+            continue
+        with contextlib.suppress(OSError):
+            vendor = (card / "device" / "vendor").read_text().strip()
+            device = (card / "device" / "device").read_text().strip()
+            count += vendor == "0x8086" and device.startswith(INTEL_DATA_CENTRE_GPUS)
+    return count
+
+
+GPU_COUNTERS: dict[str, Callable[[], int]] = {
+    "nvidia": count_gpus, "amd": count_gpus_amd, "intel": count_gpus_intel,
+}
+
+
+def find_gpus(
+    vendor_option: str | None,
+    environ: Mapping[str, str],
+    counters: Mapping[str, Callable[[], int]] = GPU_COUNTERS,
+) -> tuple[str, str | None, int]:
+    """The node's GPUs: (the variable that pins them, the mask the batch system
+    set in it or None, the number detected when no mask says).  The maker is
+    --gpu-vendor's, else the one whose mask is set, else the first whose GPUs
+    are found; none found: NVIDIA's variable, and no GPU."""
+    makers = [VENDORS[vendor_option]] if vendor_option else list(VENDORS.values())
+    for vendor in makers:
+        for variable in vendor.masks:
+            if variable in environ:
+                return variable, environ[variable], 0
+    for vendor in makers:
+        found = counters[vendor.name]()
+        if found or vendor_option:
+            return vendor.masks[0], None, found
+    return VENDORS["nvidia"].masks[0], None, 0
+
+
 def check_gpu_required(host: str, real_gpus: int, chosen_gpus: int, has_cupy: bool) -> None:
     """--require-gpu: a node without a GPU (or CuPy) is an error, not a CPU fallback."""
     if real_gpus == 0:
         raise LaunchError(
-            f"--require-gpu, but {host} has no GPU (none in CUDA_VISIBLE_DEVICES, NVML or "
-            "nvidia-smi): run on a GPU node, or leave --require-gpu out for CPU workers"
+            f"--require-gpu, but {host} has no GPU (no mask set, none found by NVML, "
+            "nvidia-smi, ROCm or Intel's driver): run on a GPU node, or leave "
+            "--require-gpu out for CPU workers"
         )
     if chosen_gpus == 0:
         raise LaunchError("--require-gpu and --gpus-per-node 0 contradict: drop one")
@@ -507,17 +663,20 @@ def check_gpu_required(host: str, real_gpus: int, chosen_gpus: int, has_cupy: bo
 
 
 def this_node(
-    gpus_per_node: int | None, require_gpu: bool = False, environ: Mapping[str, str] = os.environ
+    gpus_per_node: int | None,
+    require_gpu: bool = False,
+    vendor: str | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> Node:
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
-    detect = visible is None and (gpus_per_node != 0 or require_gpu)
-    detected = count_gpus() if detect else 0
+    looking = gpus_per_node != 0 or require_gpu
+    counters = GPU_COUNTERS if looking else dict.fromkeys(GPU_COUNTERS, lambda: 0)
+    pin, visible, detected = find_gpus(vendor, environ, counters)
     host = socket.gethostname().split(".")[0]
-    gpus = choose_gpus(visible, detected, gpus_per_node, host)
+    gpus = choose_gpus(visible, detected, gpus_per_node, host, pin)
     if require_gpu:
         real = detected if visible is None else len(parse_visible_devices(visible))
         check_gpu_required(host, real, len(gpus), importlib.util.find_spec("cupy") is not None)
-    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=MEMORY_LIMIT)
+    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=MEMORY_LIMIT, pin=pin)
 
 
 # --------------------------------------------------------------------------
@@ -579,9 +738,15 @@ def is_writable_dir(path: str) -> bool:
 
 
 def default_local_directory(
-    environ: Mapping[str, str], is_writable: Callable[[str], bool] = is_writable_dir
+    environ: Mapping[str, str],
+    site: Site | None = None,
+    is_writable: Callable[[str], bool] = is_writable_dir,
 ) -> str:
-    candidates = [environ.get("TMPDIR", ""), *NODE_SCRATCH, "/tmp"]
+    """Node-local scratch for spilling: $TMPDIR (batch systems point it at the
+    node's own disk), the site's scratch, the usual places, /tmp."""
+    user = environ.get("USER", "")
+    scratch = [path.format(user=user) for path in site.scratch] if site else []
+    candidates = [environ.get("TMPDIR", ""), *scratch, *NODE_SCRATCH, "/tmp"]
     return next((path for path in candidates if path and is_writable(path)), "/tmp")
 
 
@@ -619,12 +784,45 @@ def make_log_dir(requested: Path | None) -> Path:
     raise LaunchError(f"too many log folders named {base}.*: clean them up or use --log-dir")
 
 
+@dataclass(frozen=True)
+class Site:
+    """A machine we know: how to reach its compute nodes from a laptop, and its
+    node-local scratch.  ``{user}`` in a hop is the user's name."""
+
+    name: str
+    pattern: str  # matched against the node's fully qualified name
+    hops: tuple[str, ...]  # login hops before the compute node
+    scratch: tuple[str, ...] = ()
+
+
+SITES = (
+    Site("ThetaGPU", r"^thetagpu\d+", ("{user}@theta.alcf.anl.gov", "thetagpusn1"),
+         ("/raid/scratch",)),
+    Site("Polaris", r"\.polaris\.alcf\.anl\.gov$|^x3\d{3}c\d+s\d+b\d+n\d+",
+         ("{user}@polaris.alcf.anl.gov",), ("/local/scratch",)),
+    Site("Aurora", r"\.aurora\.alcf\.anl\.gov$|^x4\d{3}c\d+s\d+b\d+n\d+",
+         ("{user}@aurora.alcf.anl.gov",), ("/tmp",)),
+    Site("Perlmutter", r"\.perlmutter\.nersc\.gov$|^nid\d{6}",
+         ("{user}@perlmutter.nersc.gov",), ("/tmp",)),
+    Site("Frontier", r"^frontier\d{5}", ("{user}@frontier.olcf.ornl.gov",),
+         ("/mnt/bb/{user}", "/tmp")),
+)
+
+
+def site_of(host: str, fqdn: str) -> Site | None:
+    return next(
+        (site for site in SITES if re.search(site.pattern, fqdn) or re.search(site.pattern, host)),
+        None,
+    )
+
+
 def default_ssh_hops(host: str, fqdn: str, user: str) -> list[str]:
-    """The SSH route from a laptop to ``host``: the site's login chain where we
-    know it, else straight to this node."""
-    if host.startswith("thetagpu"):
-        return [hop.format(user=user) for hop in THETAGPU_HOPS] + [host]
-    return [f"{user}@{fqdn}"]
+    """The SSH route from a laptop to ``host``: the site's login hops where we
+    know the site, else straight to this node."""
+    site = site_of(host, fqdn)
+    if site is None:
+        return [f"{user}@{fqdn}"]
+    return [hop.format(user=user) for hop in site.hops] + [host]
 
 
 def ssh_route(hops_option: str | None, host: str, fqdn: str, user: str) -> list[str]:
@@ -841,7 +1039,8 @@ def preflight(role: Role, args: argparse.Namespace) -> None:
 
 
 def local_directory(args: argparse.Namespace) -> str:
-    return args.local_directory or default_local_directory(os.environ)
+    site = site_of(socket.gethostname(), socket.getfqdn())
+    return args.local_directory or default_local_directory(os.environ, site)
 
 
 def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | None]:
@@ -938,11 +1137,14 @@ def nanny_options(
 ) -> dict[str, Any]:
     """The worker's options, plus what its process needs before it starts: its
     GPU and where to log."""
-    pin = {} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu}
     return dict(
         worker_options(role, args, security),
         worker_class=NannyWorker,
-        env={**pin, LOG_FILE_VARIABLE: str(log_file), VERBOSE_VARIABLE: str(int(args.verbose))},
+        env={
+            **role.environment(),
+            LOG_FILE_VARIABLE: str(log_file),
+            VERBOSE_VARIABLE: str(int(args.verbose)),
+        },
     )
 
 
@@ -1377,7 +1579,7 @@ def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
     node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
     first_on_node = node_comm.rank == 0
     mine = (
-        (world.rank, *attempt(this_node, args.gpus_per_node, args.require_gpu))
+        (world.rank, *attempt(this_node, args.gpus_per_node, args.require_gpu, args.gpu_vendor))
         if first_on_node else None
     )
     leader, node, error = node_comm.bcast(mine, root=0)
@@ -1510,7 +1712,8 @@ def make_worker(
     behind a nanny unless --no-nanny."""
     if not args.nanny:
         return Worker(address, **worker_options(role, args, security))
-    if role.gpu is None or importlib.util.find_spec("dask_cuda") is None:
+    nvidia = role.pin == VENDORS["nvidia"].masks[0]
+    if role.gpu is None or not nvidia or importlib.util.find_spec("dask_cuda") is None:
         return Nanny(address, **nanny_options(role, args, security, log_file))
     from dask_cuda import CUDAWorker
 
@@ -1660,13 +1863,15 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     worker_log, error = attempt(prepare_rank, role, args, log_dir)
     if not agree(world, error):
         return 2
+    if args.verbose and world.rank == SCHEDULER_RANK:
+        print("\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))]))
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
     if role.kind == "scheduler":
         return asyncio.run(serve_scheduler(world, args, security))
     if role.kind == "driver":
         return serve_driver(world, args, layout, log_dir, credentials)
     if role.kind == "worker":
-        os.environ.update({} if role.gpu is None else {"CUDA_VISIBLE_DEVICES": role.gpu})
+        os.environ.update(role.environment())
         return asyncio.run(serve_worker(world, args, role, worker_log, security))
     return asyncio.run(stay_idle(world))
 
@@ -1678,7 +1883,7 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     layout = plan_local(
-        this_node(args.gpus_per_node, args.require_gpu),
+        this_node(args.gpus_per_node, args.require_gpu, args.gpu_vendor),
         nthreads=args.nthreads, memory_limit=args.memory_limit,
     )
     log_dir = make_log_dir(args.log_dir)
@@ -1714,6 +1919,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     try:
         args = parse_args(argv)
+        if args.plan:
+            print(plan_report(args, this_node(args.gpus_per_node, vendor=args.gpu_vendor)))
+            return 0
         world = mpi_world(os.environ)
         check_dask_cuda(args, local=world is None)
         if world is None:

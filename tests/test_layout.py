@@ -8,12 +8,19 @@ import pytest
 from start_daskmpi import (
     LaunchError,
     Node,
+    block_placement,
     check_gpu_required,
     choose_gpus,
+    count_gpus_amd,
+    count_gpus_intel,
+    find_gpus,
     format_ranks,
+    launch_lines,
+    parse_args,
     parse_visible_devices,
     plan_layout,
     plan_local,
+    plan_report,
 )
 
 GiB = 2**30
@@ -222,3 +229,80 @@ def test_required_gpu_missing_is_an_error(real, chosen, cupy, words):
 
 def test_required_gpu_present_passes():
     check_gpu_required("n1", 8, 8, True)
+
+
+NONE_FOUND = dict.fromkeys(("nvidia", "amd", "intel"), lambda: 0)
+
+
+@pytest.mark.parametrize(
+    "vendor, environ, found, expected",
+    [
+        (None, {}, {}, ("CUDA_VISIBLE_DEVICES", None, 0)),  # a laptop: CPU workers
+        (None, {}, {"nvidia": 8}, ("CUDA_VISIBLE_DEVICES", None, 8)),
+        (None, {}, {"amd": 8}, ("ROCR_VISIBLE_DEVICES", None, 8)),  # Frontier
+        (None, {}, {"intel": 6}, ("ZE_AFFINITY_MASK", None, 6)),  # Aurora
+        (None, {"ROCR_VISIBLE_DEVICES": "4,5"}, {"nvidia": 8}, ("ROCR_VISIBLE_DEVICES", "4,5", 0)),
+        (None, {"HIP_VISIBLE_DEVICES": "1"}, {}, ("HIP_VISIBLE_DEVICES", "1", 0)),
+        (None, {"ZE_AFFINITY_MASK": "0.0,0.1"}, {}, ("ZE_AFFINITY_MASK", "0.0,0.1", 0)),
+        ("amd", {"CUDA_VISIBLE_DEVICES": "0"}, {"amd": 4}, ("ROCR_VISIBLE_DEVICES", None, 4)),
+        ("intel", {}, {}, ("ZE_AFFINITY_MASK", None, 0)),  # asked for: simulated with N
+    ],
+)
+def test_the_gpu_maker_is_asked_for_or_found(vendor, environ, found, expected):
+    counters = {**NONE_FOUND, **{name: (lambda n=n: n) for name, n in found.items()}}
+    assert find_gpus(vendor, environ, counters) == expected
+
+
+def test_amd_gpus_are_the_agents_with_simds(tmp_path):
+    for node, simds in (("0", 0), ("1", 304), ("2", 304)):  # a CPU, then two GPUs
+        (tmp_path / node).mkdir()
+        (tmp_path / node / "properties").write_text(f"cpu_cores_count 0\nsimd_count {simds}\n")
+    assert count_gpus_amd(tmp_path) == 2
+    assert count_gpus_amd(tmp_path / "missing") == 0
+
+
+def test_intel_counts_data_centre_cards_not_integrated_graphics(tmp_path):
+    for card, device in (("card0", "0x0bd5"), ("card1", "0x0bd5"), ("card2", "0x9a49")):
+        (tmp_path / card / "device").mkdir(parents=True)
+        (tmp_path / card / "device" / "vendor").write_text("0x8086\n")
+        (tmp_path / card / "device" / "device").write_text(f"{device}\n")
+    (tmp_path / "card0-DP-1").mkdir()
+    assert count_gpus_intel(tmp_path) == 2
+
+
+@pytest.mark.parametrize(
+    "pin", ["CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"]
+)
+def test_each_worker_is_pinned_by_its_makers_variable(pin):
+    node = Node("x4102c5s2b0n0", ("0.0", "0.1"), 208, 2**40, pin)
+    workers = plan_layout([0, 0, 0, 0], [node]).workers
+    assert [w.environment() for w in workers] == [{pin: "0.0"}, {pin: "0.1"}]
+
+
+def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
+    assert block_placement(20, 2) == [0] * 10 + [1] * 10
+    assert block_placement(7, 3) == [0, 0, 0, 1, 1, 1, 2]
+    lines = launch_lines(2, 10, "job.py")
+    assert lines["Open MPI (Cobalt)"] == (
+        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE python start_daskmpi.py job.py"
+    )
+    assert lines["MPICH, Cray (PBS)"].startswith("mpiexec -n 20 --ppn 10 --hostfile")
+    assert lines["Slurm"].startswith("srun -n 20 --ntasks-per-node 10 ")
+
+
+def test_plan_report_for_two_nodes_of_eight_gpus():
+    args = parse_args(["--plan", "--nodes", "2", "-np", "20", "job.py"])
+    report = plan_report(args, Node("here", tuple("01234567"), 64, 2**39))
+    assert report.splitlines()[:3] == [
+        "20 ranks on 2 node(s) of 8 GPU(s), placed in blocks:",
+        "    node0: rank 0 scheduler; rank 1 driver; rank(s) 2-9 workers on GPU(s) "
+        "0, 1, 2, 3, 4, 5, 6, 7 (CUDA_VISIBLE_DEVICES)",
+        "    node1: rank(s) 10-17 workers on GPU(s) 0, 1, 2, 3, 4, 5, 6, 7 "
+        "(CUDA_VISIBLE_DEVICES); rank(s) 18-19 idle",
+    ]
+    assert "Launch lines that give every GPU a worker (10 ranks a node):" in report
+
+
+def test_np_without_plan_is_an_error():
+    with pytest.raises(LaunchError, match="add --plan"):
+        parse_args(["-np", "4", "job.py"])

@@ -67,6 +67,34 @@ def test_thetagpu_route_is_the_seed_chain():
     )
 
 
+@pytest.mark.parametrize(
+    "host, fqdn, site, tunnel",
+    [
+        ("thetagpu11", "thetagpu11.mcp.alcf.anl.gov", "ThetaGPU",
+         "ssh -t -L 8787:localhost:8787 ada@theta.alcf.anl.gov "
+         "ssh -t -L 8787:localhost:8787 thetagpusn1 ssh -t -L 8787:localhost:8787 thetagpu11"),
+        ("x3005c0s7b0n0", "x3005c0s7b0n0.hsn.cm.polaris.alcf.anl.gov", "Polaris",
+         "ssh -t -L 8787:localhost:8787 ada@polaris.alcf.anl.gov "
+         "ssh -t -L 8787:localhost:8787 x3005c0s7b0n0"),
+        ("x4102c5s2b0n0", "x4102c5s2b0n0.hostmgmt2102.cm.aurora.alcf.anl.gov", "Aurora",
+         "ssh -t -L 8787:localhost:8787 ada@aurora.alcf.anl.gov "
+         "ssh -t -L 8787:localhost:8787 x4102c5s2b0n0"),
+        ("nid001234", "nid001234.chn.perlmutter.nersc.gov", "Perlmutter",
+         "ssh -t -L 8787:localhost:8787 ada@perlmutter.nersc.gov "
+         "ssh -t -L 8787:localhost:8787 nid001234"),
+        ("frontier01234", "frontier01234.frontier.olcf.ornl.gov", "Frontier",
+         "ssh -t -L 8787:localhost:8787 ada@frontier.olcf.ornl.gov "
+         "ssh -t -L 8787:localhost:8787 frontier01234"),
+        ("node7", "node7.cluster.example.org", None,
+         "ssh -t -L 8787:localhost:8787 ada@node7.cluster.example.org"),
+    ],
+)
+def test_each_site_profile_gives_its_tunnel(host, fqdn, site, tunnel):
+    found = sd.site_of(host, fqdn)
+    assert (found.name if found else None) == site
+    assert sd.ssh_tunnel_command(sd.ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
+
+
 def test_generic_route_goes_straight_to_the_node():
     route = sd.ssh_route(None, "node7", "node7.cluster.example.org", "ada")
     assert sd.ssh_tunnel_command(route, [8787, 7787]) == (
@@ -120,11 +148,14 @@ def test_make_log_dir_refuses_an_unwritable_folder(tmp_path):
         sd.make_log_dir(blocker / "logs")
 
 
-def test_local_directory_prefers_tmpdir_then_node_scratch():
-    writable = {"/local/scratch", "/tmp"}.__contains__
-    assert sd.default_local_directory({"TMPDIR": "/job/tmp"}, lambda p: True) == "/job/tmp"
-    assert sd.default_local_directory({}, writable) == "/local/scratch"
-    assert sd.default_local_directory({}, lambda p: p == "/tmp") == "/tmp"
+def test_local_directory_prefers_tmpdir_then_site_then_node_scratch():
+    writable = {"/local/scratch", "/tmp", "/mnt/bb/ada"}.__contains__
+    everything = lambda path: True  # noqa: E731
+    assert sd.default_local_directory({"TMPDIR": "/job/tmp"}, None, everything) == "/job/tmp"
+    assert sd.default_local_directory({}, None, writable) == "/local/scratch"
+    assert sd.default_local_directory({}, None, lambda p: p == "/tmp") == "/tmp"
+    frontier = sd.site_of("frontier01234", "frontier01234.frontier.olcf.ornl.gov")
+    assert sd.default_local_directory({"USER": "ada"}, frontier, writable) == "/mnt/bb/ada"
 
 
 @pytest.mark.parametrize(
