@@ -65,14 +65,22 @@ def test_script_runs_on_every_worker_and_exits_0(loopback, record):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(0 < count_gpus() < 2, reason="fewer real GPUs than simulated ones")
-@pytest.mark.parametrize("nanny", ["--nanny", "--no-nanny"])
-def test_simulated_gpus_give_each_worker_its_own_device(loopback, nanny):
+@pytest.mark.parametrize(
+    "options, pin",
+    [
+        (["--nanny"], "CUDA_VISIBLE_DEVICES"),
+        (["--no-nanny"], "CUDA_VISIBLE_DEVICES"),
+        (["--gpu-vendor", "amd"], "ROCR_VISIBLE_DEVICES"),
+        (["--gpu-vendor", "intel"], "ZE_AFFINITY_MASK"),
+    ],
+)
+def test_simulated_gpus_give_each_worker_its_own_device(loopback, options, pin):
     script = str(SCRIPTS / "report_cluster.py")
-    run = launch([*loopback, "--gpus-per-node", "2", nanny, script], np=4)
+    run = launch([*loopback, "--gpus-per-node", "2", *options, script], np=4)
     assert_clean(run)
     seen = report(run)
     assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]
-    assert sorted(seen["devices"].values()) == ["0", "1"]
+    assert sorted(seen["pins"].values(), key=str) == [{pin: "0"}, {pin: "1"}]
     assert seen["resources"] == ["{'GPU': 1}", "{'GPU': 1}"]
 
 
@@ -136,6 +144,9 @@ def test_scheduler_file_and_logs(loopback, tmp_path):
     assert_clean(run)
     assert "via file: 2" in run.stdout
     assert "distributed.scheduler - INFO" in run.stderr  # -v: INFO on the terminal
+    assert f"Plan:\n    {HOST}: rank 0 scheduler; rank 1 driver; rank(s) 2-3 workers on CPU\n" in (
+        run.stdout
+    )
     logs = tmp_path / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
         "credentials", "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",

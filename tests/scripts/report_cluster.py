@@ -5,6 +5,8 @@ import sys
 
 from distributed import Client, get_client
 
+PINS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
+
 client = get_client()
 workers = client.scheduler_info(n_workers=-1)["workers"].values()
 plain = Client()  # no arguments: must reach the launcher's cluster, not a new one
@@ -19,6 +21,7 @@ print(
             "resources": sorted(str(w["resources"]) for w in workers),
             "same_scheduler": plain.scheduler.address == client.scheduler.address,
             "devices": client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")),
+            "pins": client.run(lambda: {v: os.environ[v] for v in PINS if v in os.environ}),
             "answer": client.submit(sum, [20, 22]).result(),
         }
     )

@@ -1,0 +1,110 @@
+#!/bin/bash
+# A Dask cluster on this job's GPU nodes, under MPI: start_daskmpi.py runs SCRIPT on
+# it (or, with no script, JupyterLab until 'stop'). One script for three schedulers:
+#
+#   Cobalt (ThetaGPU):  qsub -n 2 -q full-node -A MyProject -t 00:30:00 daskmpi_job_gpu.sh my_script.py
+#   PBS Pro (Polaris):  qsub -l select=2:system=polaris -l walltime=00:30:00 -l filesystems=home \
+#                            -A MyProject -q debug -v DASKMPI_SCRIPT=my_script.py daskmpi_job_gpu.sh
+#   Slurm (Perlmutter): sbatch -N 2 -C gpu -G 8 -t 00:30:00 -A MyProject daskmpi_job_gpu.sh my_script.py
+#
+# Settings, as variables of the job's environment (qsub -v, sbatch --export, or export):
+#   DASKMPI_SCRIPT          the script and its arguments, where the scheduler passes none (PBS)
+#   DASKMPI_ENV             a conda environment (name or path) or a venv folder to activate
+#   DASKMPI_GPUS_PER_NODE   GPUs per node (default: found on the first node; 0: CPU workers)
+#   DASKMPI_RANKS_PER_NODE  ranks a node of CPU workers (default 4: scheduler, driver, 2 workers)
+#   DASKMPI_OPTIONS         options for start_daskmpi.py, e.g. "--rmm-pool-size 60GB"
+#   DASKMPI_LAUNCHER        the launch command to use instead of the one chosen here
+#
+# It finds the job's nodes, takes ranks per node = GPUs + 2 (launchers give every node
+# the same count, so 2 ranks stay idle on the nodes after the first), prints the plan,
+# then launches. The defaults below are one node for 30 minutes; the command line wins.
+#COBALT -n 1 -t 00:30:00 -q full-node
+#PBS -l select=1
+#PBS -l walltime=00:30:00
+#SBATCH --nodes=1
+#SBATCH --time=00:30:00
+set -euo pipefail
+
+say() { echo "daskmpi_job_gpu.sh: $*"; }
+
+activate() {  # the user's environment: a venv folder, or a conda environment
+    local env=${DASKMPI_ENV:-}
+    [[ -z $env ]] && return
+    if [[ -f $env/bin/activate ]]; then
+        # shellcheck disable=SC1091
+        source "$env/bin/activate"
+    else
+        eval "$(conda shell.bash hook)"
+        conda activate "$env"
+    fi
+}
+
+scheduler_of_this_job() {
+    if [[ -n ${COBALT_NODEFILE:-} ]]; then echo Cobalt
+    elif [[ -n ${PBS_NODEFILE:-} ]]; then echo PBS
+    elif [[ -n ${SLURM_JOB_NODELIST:-} ]]; then echo Slurm
+    else echo none
+    fi
+}
+
+job_nodes() {  # this job's nodes, one per line, first node first, each once
+    case $scheduler in
+        Cobalt) cat "$COBALT_NODEFILE" ;;
+        PBS) cat "$PBS_NODEFILE" ;;
+        Slurm)
+            if command -v scontrol >/dev/null; then
+                scontrol show hostnames "$SLURM_JOB_NODELIST"
+            else
+                tr ',' '\n' <<<"$SLURM_JOB_NODELIST"
+            fi
+            ;;
+        *) hostname ;;
+    esac | awk 'NF && !seen[$1]++ {print $1}'
+}
+
+launch_command() {  # the launcher for $total ranks, $per_node a node, on the nodes in $hosts
+    if [[ -n ${DASKMPI_LAUNCHER:-} ]]; then
+        echo "$DASKMPI_LAUNCHER"
+    elif [[ $scheduler == Slurm ]] && command -v srun >/dev/null; then
+        echo "srun -n $total --ntasks-per-node $per_node"
+    else
+        local mpi
+        mpi=$(command -v mpiexec || command -v mpirun) || { say "no mpiexec or mpirun on PATH: load your MPI module, or set DASKMPI_ENV"; exit 2; }
+        if "$mpi" --version 2>&1 | grep -q "Open MPI"; then
+            echo "$mpi -np $total -npernode $per_node --hostfile $hosts"
+        else  # MPICH's hydra, Cray's PALS (Polaris, Aurora), Intel MPI
+            echo "$mpi -n $total --ppn $per_node --hostfile $hosts"
+        fi
+    fi
+}
+
+cd "${PBS_O_WORKDIR:-${SLURM_SUBMIT_DIR:-$PWD}}"  # PBS starts jobs in $HOME
+activate
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}  # start_daskmpi, where it is not installed
+if (($# == 0)) && [[ -n ${DASKMPI_SCRIPT:-} ]]; then
+    read -r -a script <<<"$DASKMPI_SCRIPT"
+    set -- "${script[@]}"
+fi
+read -r -a options <<<"${DASKMPI_OPTIONS:-}"
+
+scheduler=$(scheduler_of_this_job)
+hosts=$(mktemp "${TMPDIR:-/tmp}/daskmpi_hosts.XXXXXX")
+trap 'rm -f "$hosts"' EXIT
+job_nodes >"$hosts"
+nodes=$(wc -l <"$hosts")
+gpus=${DASKMPI_GPUS_PER_NODE:-$(python -c 'import start_daskmpi as s; print(len(s.this_node(None).gpus))')}
+if ((gpus > 0)); then
+    per_node=$((gpus + 2))
+else
+    per_node=${DASKMPI_RANKS_PER_NODE:-4}
+fi
+total=$((nodes * per_node))
+
+say "$scheduler job on $nodes node(s) ($(paste -sd' ' "$hosts")), $gpus GPU(s) a node"
+python -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" "$@"
+read -r -a launcher <<<"$(launch_command)"
+say "running: ${launcher[*]} python -m start_daskmpi --gpus-per-node $gpus ${options[*]} $*"
+status=0
+"${launcher[@]}" python -m start_daskmpi --gpus-per-node "$gpus" "${options[@]}" "$@" || status=$?
+exit "$status"

@@ -1,0 +1,63 @@
+"""daskmpi_job_gpu.sh, run as each scheduler would run it: a node file listing
+this machine, the scheduler's variables, and the real mpirun; loopback only."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch import ROOT, SCRIPTS, launch, mpirun
+from start_daskmpi import count_gpus
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
+    pytest.mark.skipif(0 < count_gpus() < 2, reason="fewer real GPUs than simulated ones"),
+]
+
+HOST = socket.gethostname().split(".")[0]
+
+
+def scheduler_environment(scheduler: str, nodefile: Path) -> dict[str, str]:
+    if scheduler == "Cobalt":
+        return {"COBALT_NODEFILE": str(nodefile), "COBALT_JOBID": "4242"}
+    if scheduler == "PBS":
+        return {"PBS_NODEFILE": str(nodefile), "PBS_JOBID": "4242.pbs", "PBS_O_WORKDIR": str(ROOT)}
+    return {"SLURM_JOB_NODELIST": socket.gethostname(), "SLURM_JOB_ID": "4242",
+            "SLURM_SUBMIT_DIR": str(ROOT)}
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("scheduler", ["Cobalt", "PBS", "Slurm"])
+def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text(f"{socket.gethostname()}\n" * 2)  # PBS lists a node once per chunk
+    bin_dir = str(Path(mpirun()).parent)  # the venv's mpirun, as DASKMPI_ENV would give
+    env = {
+        **scheduler_environment(scheduler, nodefile),
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DASKMPI_GPUS_PER_NODE": "2",  # simulated where there is no GPU
+        "DASKMPI_OPTIONS": f"--interface lo --log-dir {tmp_path / 'logs'}",
+    }
+    script = [str(SCRIPTS / "report_cluster.py"), "0"]
+    if scheduler == "PBS":  # qsub passes no arguments to a job script
+        env["DASKMPI_SCRIPT"] = " ".join(script)
+        script = []
+    run = launch(script, cwd=ROOT, env=env, timeout=120,
+                 launcher=[shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")])
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    assert f"{scheduler} job on 1 node(s) ({socket.gethostname()}), 2 GPU(s) a node" in run.stdout
+    assert "4 ranks on 1 node(s) of 2 GPU(s)" in run.stdout  # the plan
+    assert "node0: rank 0 scheduler; rank 1 driver; rank(s) 2-3 workers on GPU(s) 0, 1" in (
+        run.stdout
+    )
+    (line,) = [s for s in run.stdout.splitlines() if s.startswith("REPORT ")]
+    seen = json.loads(line.removeprefix("REPORT "))
+    assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]
+    assert sorted(seen["devices"].values()) == ["0", "1"]
+    assert "Successfully exited" in run.stdout
