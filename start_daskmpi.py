@@ -1061,7 +1061,13 @@ def make_credentials(tls: bool) -> dict[str, str] | None:
     the other ranks over MPI (never through a shared file system); None without TLS."""
     if not tls:
         return None
-    made = Security.temporary()
+    try:
+        made = Security.temporary()
+    except ImportError:  # distributed makes them with the cryptography package
+        raise LaunchError(
+            "TLS, the default, needs the cryptography package: pip install cryptography, "
+            "or run with --no-tls on a machine where you trust everyone"
+        ) from None
     return {field: getattr(made, field) for field in TLS_FIELDS}
 
 
@@ -1854,7 +1860,8 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     made = None
     if world.rank == SCHEDULER_RANK:
         log_dir, error = attempt(make_log_dir, args.log_dir)
-        made = log_dir, make_credentials(args.tls), error
+        credentials, tls_error = attempt(make_credentials, args.tls)
+        made = log_dir, credentials, error or tls_error
     log_dir, credentials, error = world.bcast(made, root=SCHEDULER_RANK)
     if not agree(world, error):
         return 2

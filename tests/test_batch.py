@@ -44,6 +44,10 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
         "DASKMPI_GPUS_PER_NODE": "2",  # simulated where there is no GPU
         "DASKMPI_OPTIONS": f"--interface lo --log-dir {tmp_path / 'logs'}",
     }
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("echo 'the venv is active'\n")
+    env["DASKMPI_ENV"] = str(venv)
     script = [str(SCRIPTS / "report_cluster.py"), "0"]
     if scheduler == "PBS":  # qsub passes no arguments to a job script
         env["DASKMPI_SCRIPT"] = " ".join(script)
@@ -51,6 +55,7 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
     run = launch(script, cwd=ROOT, env=env, timeout=120,
                  launcher=[shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")])
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    assert run.stdout.startswith("the venv is active\n")
     assert f"{scheduler} job on 1 node(s) ({socket.gethostname()}), 2 GPU(s) a node" in run.stdout
     assert "4 ranks on 1 node(s) of 2 GPU(s)" in run.stdout  # the plan
     assert "node0: rank 0 scheduler; rank 1 driver; rank(s) 2-3 workers on GPU(s) 0, 1" in (

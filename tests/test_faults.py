@@ -208,10 +208,11 @@ def make_files(folder: Path) -> None:
     (folder / "broken.py").write_text("def main(:\n    pass\n")
     (folder / "a_folder").mkdir()
     (folder / "notes.txt").write_text("keep me\n")
-    (folder / "fake_mpi4py" / "mpi4py").mkdir(parents=True)
-    (folder / "fake_mpi4py" / "mpi4py" / "__init__.py").write_text(
-        "raise ImportError('No module named mpi4py')\n"
-    )
+    for package in ("mpi4py", "cryptography"):  # on PYTHONPATH, as if not installed
+        (folder / f"no_{package}" / package).mkdir(parents=True)
+        (folder / f"no_{package}" / package / "__init__.py").write_text(
+            f"raise ImportError('No module named {package}')\n"
+        )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -246,8 +247,10 @@ BAD_INPUT = {
     "world size 2": (["job.py"], 2, {}, "needs at least 3 ranks"),
     "no such --interface": (["--interface", "ib9", "job.py"], 3, {},
                             "no network interface 'ib9'"),
-    "mpi4py missing": (["job.py"], 3, {"PYTHONPATH": "{fake_mpi4py}"},
+    "mpi4py missing": (["job.py"], 3, {"PYTHONPATH": "{no_mpi4py}"},
                        "cannot use MPI under this mpirun"),
+    "cryptography missing (TLS)": (["job.py"], 3, {"PYTHONPATH": "{no_cryptography}"},
+                                   "needs the cryptography package"),
     "mpi4py of another MPI": (["job.py"], None, FAKE_WORLD,
                               "mpirun started 4 ranks but mpi4py sees 1"),
     "--require-gpu, no GPU": (["--require-gpu", "job.py"], 3, {"CUDA_VISIBLE_DEVICES": ""},
@@ -266,7 +269,11 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        places = {"taken": taken.getsockname()[1], "fake_mpi4py": tmp_path / "fake_mpi4py"}
+        places = {
+            "taken": taken.getsockname()[1],
+            "no_mpi4py": tmp_path / "no_mpi4py",
+            "no_cryptography": tmp_path / "no_cryptography",
+        }
         args = [a.format(**places) for a in args]
         env = {k: v.format(**places) for k, v in env.items()}
         # The case's own options come last, and win.

@@ -104,3 +104,18 @@ def test_dask_cuda_options_reach_the_worker(tmp_path):
         assert seen["allocator"] == "rmm_cupy_allocator"
         assert seen["store"] == "DeviceHostFile"  # device -> host -> disk spilling
         assert seen["sum"] == 10**6
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@pytest.mark.skipif(importlib.util.find_spec("distributed_ucxx") is None, reason="no UCX")
+def test_ucx_protocol_carries_the_cluster(tmp_path):
+    run = launch(
+        ["--no-tls", "--protocol", "ucx", "--log-dir", str(tmp_path / "logs"),
+         str(SCRIPTS / "cupy_on_worker.py")],
+        np=GPUS + 2, timeout=150,
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    assert "Scheduler address: ucx://" in run.stdout
+    check_workers(gpu_report(run), GPUS)
