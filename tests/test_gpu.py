@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -119,3 +120,23 @@ def test_ucx_protocol_carries_the_cluster(tmp_path):
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     assert "Scheduler address: ucx://" in run.stdout
     check_workers(gpu_report(run), GPUS)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@pytest.mark.skipif(
+    importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("ipykernel") is None,
+    reason="no nbclient or ipykernel",
+)
+def test_the_notebooks_gpu_cells_run_in_a_kernel(tmp_path):
+    notebook = SCRIPTS.parent.parent / "jupyterlab_cupy_test.ipynb"
+    run = launch(
+        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
+         str(SCRIPTS / "run_notebook.py"), str(notebook)],
+        np=GPUS + 2, timeout=280,
+    )
+    print(run)
+    assert run.rc == 0 and run.leftovers == [], run
+    assert "CPU only" not in run.stdout
+    assert re.search(r"with gpus +[\d.]+ s +sum", run.stdout), run.stdout
+    assert re.search(r"without gpus +[\d.]+ s +sum", run.stdout), run.stdout
