@@ -70,7 +70,7 @@ launch_command() {  # the launcher for $total ranks, $per_node a node, on the no
     else
         local mpi
         mpi=$(command -v mpiexec || command -v mpirun) || { say "no mpiexec or mpirun on PATH: load your MPI module, or set DASKMPI_ENV"; exit 2; }
-        if "$mpi" --version 2>&1 | grep -q "Open MPI"; then
+        if "$mpi" --version 2>&1 | grep -qE "Open MPI|OpenRTE"; then
             echo "$mpi -np $total -npernode $per_node --hostfile $hosts"
         else  # MPICH's hydra, Cray's PALS (Polaris, Aurora), Intel MPI
             echo "$mpi -n $total --ppn $per_node --hostfile $hosts"
@@ -93,7 +93,10 @@ hosts=$(mktemp "${TMPDIR:-/tmp}/daskmpi_hosts.XXXXXX")
 trap 'rm -f "$hosts"' EXIT
 job_nodes >"$hosts"
 nodes=$(wc -l <"$hosts")
-gpus=${DASKMPI_GPUS_PER_NODE:-$(python -c 'import start_daskmpi as s; print(len(s.this_node(None).gpus))')}
+# By its full path: Open MPI's mpirun, called by its own full path, puts its folder
+# first on the ranks' PATH, where another python3 may be.
+python=$(command -v python3)
+gpus=${DASKMPI_GPUS_PER_NODE:-$("$python" -c 'import start_daskmpi as s; print(len(s.this_node(None).gpus))')}
 if ((gpus > 0)); then
     per_node=$((gpus + 2))
 else
@@ -102,9 +105,9 @@ fi
 total=$((nodes * per_node))
 
 say "$scheduler job on $nodes node(s) ($(paste -sd' ' "$hosts")), $gpus GPU(s) a node"
-python -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" "$@"
+"$python" -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" "$@"
 read -r -a launcher <<<"$(launch_command)"
-say "running: ${launcher[*]} python -m start_daskmpi --gpus-per-node $gpus ${options[*]} $*"
+say "running: ${launcher[*]} $python -m start_daskmpi --gpus-per-node $gpus ${options[*]} $*"
 status=0
-"${launcher[@]}" python -m start_daskmpi --gpus-per-node "$gpus" "${options[@]}" "$@" || status=$?
+"${launcher[@]}" "$python" -m start_daskmpi --gpus-per-node "$gpus" "${options[@]}" "$@" || status=$?
 exit "$status"

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from launch import ROOT, SCRIPTS, launch, mpirun
-from start_daskmpi import count_gpus
+from start_daskmpi import count_gpus, format_ranks
 
 pytestmark = [
     pytest.mark.mpi,
     pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
-    pytest.mark.skipif(0 < count_gpus() < 2, reason="fewer real GPUs than simulated ones"),
 ]
 
 HOST = socket.gethostname().split(".")[0]
+GPUS = count_gpus() or 2  # the node's, or 2 simulated where it has none
 
 
 def scheduler_environment(scheduler: str, nodefile: Path) -> dict[str, str]:
@@ -40,8 +40,8 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
     bin_dir = str(Path(mpirun()).parent)  # the venv's mpirun, as DASKMPI_ENV would give
     env = {
         **scheduler_environment(scheduler, nodefile),
-        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "DASKMPI_GPUS_PER_NODE": "2",  # simulated where there is no GPU
+        "PATH": f"{Path(sys.executable).parent}:{bin_dir}:{os.environ['PATH']}",
+        "DASKMPI_GPUS_PER_NODE": str(GPUS),
         "DASKMPI_OPTIONS": f"--interface lo --log-dir {tmp_path / 'logs'}",
     }
     venv = tmp_path / "venv"
@@ -56,13 +56,15 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
                  launcher=[shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")])
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     assert run.stdout.startswith("the venv is active\n")
-    assert f"{scheduler} job on 1 node(s) ({socket.gethostname()}), 2 GPU(s) a node" in run.stdout
-    assert "4 ranks on 1 node(s) of 2 GPU(s)" in run.stdout  # the plan
-    assert "node0: rank 0 scheduler; rank 1 driver; rank(s) 2-3 workers on GPU(s) 0, 1" in (
+    assert f"{scheduler} job on 1 node(s) ({socket.gethostname()}), {GPUS} GPU(s) a node" in (
         run.stdout
     )
+    assert f"{GPUS + 2} ranks on 1 node(s) of {GPUS} GPU(s)" in run.stdout  # the plan
+    gpus = ", ".join(str(i) for i in range(GPUS))
+    workers = f"rank(s) {format_ranks(range(2, GPUS + 2))} workers on GPU(s) {gpus}"
+    assert f"node0: rank 0 scheduler; rank 1 driver; {workers}" in run.stdout
     (line,) = [s for s in run.stdout.splitlines() if s.startswith("REPORT ")]
     seen = json.loads(line.removeprefix("REPORT "))
-    assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]
-    assert sorted(seen["devices"].values()) == ["0", "1"]
+    assert seen["workers"] == [f"{HOST}-gpu{i}" for i in range(GPUS)]
+    assert sorted(seen["devices"].values()) == [str(i) for i in range(GPUS)]
     assert "Successfully exited" in run.stdout
