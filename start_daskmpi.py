@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--local-directory", metavar="DIR",
         help="node-local scratch for spilling (default: first writable of $TMPDIR, "
-        f"{', '.join(NODE_SCRATCH)}, /tmp)",
+        f"the site's scratch, {', '.join(NODE_SCRATCH)}, /tmp)",
     )
     worker.add_argument(
         "--nanny", action=argparse.BooleanOptionalAction, default=True,
