@@ -131,8 +131,9 @@ ENDINGS = {
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("ranks", [4, None], ids=["mpirun", "local"])
 @pytest.mark.parametrize("ending", list(ENDINGS))
-def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, ending):
+def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, ending, ranks):
     source, status, tracebacks = ENDINGS[ending]
     marker = tmp_path / "ended_at"
     script = tmp_path / "ending.py"
@@ -143,9 +144,9 @@ def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, end
         f"open({str(marker)!r}, 'w').write(repr(time.time()))\n"
         f"{source}\n"
     )
-    run = launch([*loopback, str(script)], np=4)
+    run = launch([*loopback, str(script)], np=ranks)
     ended = time.time()
-    record(run, "fault", f"script {ending}")
+    record(run, "fault", f"script {ending}" + ("" if ranks else ", no mpirun"))
     assert run.rc == status and run.leftovers == [], run
     assert ended - float(marker.read_text()) < 15, run
     assert run.output.count(TRACEBACK) == tracebacks, run
