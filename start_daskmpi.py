@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import datetime
 import errno
+import functools
 import getpass
 import importlib.util
 import json
@@ -383,10 +384,15 @@ def worker_name(host: str, gpu: str | None, index: int) -> str:
     return f"{host}-gpu{gpu if gpu.isdigit() else index}"
 
 
-def fitting_ranks(nodes: Sequence[Node]) -> str:
+def fitting_count(nodes: Sequence[Node]) -> int:
     """The rank count that gives every GPU one worker and leaves no rank idle."""
+    return DRIVER_RANK + 1 + sum(len(node.gpus) for node in nodes)
+
+
+def fitting_ranks(nodes: Sequence[Node]) -> str:
+    """fitting_count(), said as the -np that fits and where the ranks go."""
     first, others = nodes[0], nodes[1:]
-    total = len(first.gpus) + 2 + sum(len(node.gpus) for node in others)
+    total = fitting_count(nodes)
     if not others:
         return f"-np {total}"
     return (
@@ -496,8 +502,7 @@ def launch_lines(nodes: int, per_node: int, script: str) -> dict[str, str]:
 def plan_report(args: argparse.Namespace, node: Node) -> str:
     """--plan: the layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
     nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
-    fitting = len(node.gpus) + 2 + (args.nodes - 1) * len(node.gpus)
-    ranks = args.ranks or fitting
+    ranks = args.ranks or fitting_count(nodes)
     layout = plan_layout(block_placement(ranks, args.nodes), nodes)
     gpus = f"{len(node.gpus)} GPU(s)" if node.gpus else "no GPU (CPU workers)"
     lines = [f"{ranks} ranks on {args.nodes} node(s) of {gpus}, placed in blocks:"]
@@ -1038,9 +1043,14 @@ def preflight(role: Role, args: argparse.Namespace) -> None:
         check_local_directory(local_directory(args))
 
 
+@functools.cache
+def this_site() -> Site | None:
+    # getfqdn() may ask DNS: once per process, not once per worker option.
+    return site_of(socket.gethostname(), socket.getfqdn())
+
+
 def local_directory(args: argparse.Namespace) -> str:
-    site = site_of(socket.gethostname(), socket.getfqdn())
-    return args.local_directory or default_local_directory(os.environ, site)
+    return args.local_directory or default_local_directory(os.environ, this_site())
 
 
 def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | None]:
@@ -1146,12 +1156,20 @@ def nanny_options(
     return dict(
         worker_options(role, args, security),
         worker_class=NannyWorker,
-        env={
-            **role.environment(),
-            LOG_FILE_VARIABLE: str(log_file),
-            VERBOSE_VARIABLE: str(int(args.verbose)),
-        },
+        env=worker_process_environment(role, args, log_file),
     )
+
+
+def worker_process_environment(
+    role: Role, args: argparse.Namespace, log_file: Path
+) -> dict[str, str]:
+    """What a nanny's worker process needs in its environment: its GPU, and
+    where NannyWorker logs."""
+    return {
+        **role.environment(),
+        LOG_FILE_VARIABLE: str(log_file),
+        VERBOSE_VARIABLE: str(int(args.verbose)),
+    }
 
 
 def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
@@ -1725,7 +1743,7 @@ def make_worker(
 
     # It spawns one nanny per visible GPU, with an environment of its choosing:
     # the rank's own carries the pin and the log file to its worker process.
-    os.environ.update(nanny_options(role, args, security, log_file)["env"])
+    os.environ.update(worker_process_environment(role, args, log_file))
     options = worker_options(role, args, security)
     resources = options.pop("resources")  # it takes them as its command line does
     return CUDAWorker(

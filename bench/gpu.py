@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from launch import LAUNCHER, mpirun_prefix  # noqa: E402
+from launch import launcher_command  # noqa: E402
 
 # Bytes each element of x costs the operation as written, one CuPy kernel per
 # step, each reading and writing whole chunks: draw (write 8), SD * x (16),
@@ -60,9 +60,12 @@ def save(results: dict, out: Path | None) -> None:
 
 
 def launcher_run(options: list[str], test_args: list[str], logs: Path) -> dict:
-    command = [*mpirun_prefix(gpu_count() + 2 if "--gpus-per-node" not in options else 3),
-               sys.executable, str(LAUNCHER), "--interface", "lo", "--log-dir", str(logs),
-               *options, str(ROOT / "cupy_test.py"), *test_args]
+    ranks = gpu_count() + 2 if "--gpus-per-node" not in options else 3
+    command = launcher_command(
+        ["--interface", "lo", "--log-dir", str(logs), *options, str(ROOT / "cupy_test.py"),
+         *test_args],
+        ranks,
+    )
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     figures = parse(done.stdout)

@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from launch import LAUNCHER, mpirun_prefix  # noqa: E402
+from launch import launcher_command  # noqa: E402
 
 
 def one_run(ranks: int, logs: Path, job: Path) -> tuple[float, float]:
     """(seconds to all registered, seconds to exit) of one launcher run."""
-    command = [*mpirun_prefix(ranks), sys.executable, str(LAUNCHER), "--interface", "lo",
-               "--gpus-per-node", "0", "--log-dir", str(logs), str(job)]
+    command = launcher_command(
+        ["--interface", "lo", "--gpus-per-node", "0", "--log-dir", str(logs), str(job)], ranks
+    )
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)

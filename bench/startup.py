@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from launch import LAUNCHER, mpirun_prefix  # noqa: E402
+from launch import launcher_command  # noqa: E402
 
 JOB = """
 import sys
@@ -59,13 +59,12 @@ def main() -> None:
             job.write_text(JOB.format(workers=ranks - 2))
             baseline = Path(tmp, f"dask_mpi{ranks}.py")
             baseline.write_text(DASK_MPI.format(workers=ranks - 2))
-            base = [*mpirun_prefix(ranks), sys.executable]
-            ours = [*base, str(LAUNCHER), "--interface", "lo", "--gpus-per-node", "0",
-                    "--log-dir", str(Path(tmp, "logs"))]
+            logs = str(Path(tmp, "logs"))
+            ours = ["--interface", "lo", "--gpus-per-node", "0", "--log-dir", logs]
             variants = {
-                "launcher": [*ours, str(job)],
-                "launcher --no-nanny": [*ours, "--no-nanny", str(job)],
-                "dask-mpi": [*base, str(baseline)],
+                "launcher": launcher_command([*ours, str(job)], ranks),
+                "launcher --no-nanny": launcher_command([*ours, "--no-nanny", str(job)], ranks),
+                "dask-mpi": launcher_command([], ranks, [sys.executable, str(baseline)]),
             }
             for command in variants.values():
                 timed(command)  # warm the file cache

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from launch import LAUNCHER, mpirun_prefix  # noqa: E402
+from launch import launcher_command  # noqa: E402
 
 JOB = """
 import json, sys, time
@@ -62,10 +62,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp, "transfer.py")
         job.write_text(JOB)
-        launcher = [*mpirun_prefix(args.ranks), sys.executable, str(LAUNCHER), "--interface",
-                    "lo", "--gpus-per-node", "0", "--log-dir", str(Path(tmp, "logs"))]
+        options = ["--interface", "lo", "--gpus-per-node", "0", "--log-dir", str(Path(tmp, "logs"))]
         job_args = [str(job), str(args.size), str(args.blocks), str(args.repeat)]
-        variants = {"tls": [*launcher, *job_args], "tcp": [*launcher, "--no-tls", *job_args]}
+        variants = {
+            "tls": launcher_command([*options, *job_args], args.ranks),
+            "tcp": launcher_command([*options, "--no-tls", *job_args], args.ranks),
+        }
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, command in variants.items():

@@ -100,6 +100,25 @@ class Run:
         )
 
 
+def launcher_command(
+    args: list[str], np: int | None = None, launcher: list[str] | None = None
+) -> list[str]:
+    """``mpirun -np NP python start_daskmpi.py ARGS`` (no mpirun when np is None)."""
+    return [
+        *(mpirun_prefix(np) if np else []),
+        *(launcher or [sys.executable, str(LAUNCHER)]),
+        *args,
+    ]
+
+
+def tracked_environment(env: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+    """A fresh run token, noted for conftest's reaping, and the run's environment
+    carrying it."""
+    token = uuid.uuid4().hex
+    STARTED.append(token)
+    return token, {**os.environ, **(env or {}), TOKEN_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
+
+
 def launch(
     args: list[str],
     *,
@@ -110,18 +129,12 @@ def launch(
     stdin: str | None = None,
     launcher: list[str] | None = None,
 ) -> Run:
-    """``mpirun -np NP python start_daskmpi.py ARGS`` (no mpirun when np is None)."""
-    token = uuid.uuid4().hex
-    STARTED.append(token)
-    command = [
-        *(mpirun_prefix(np) if np else []),
-        *(launcher or [sys.executable, str(LAUNCHER)]),
-        *args,
-    ]
-    environ = {**os.environ, **(env or {}), TOKEN_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
+    """Run launcher_command() to its end, bounded; reap what it leaves."""
+    token, environ = tracked_environment(env)
     start = time.monotonic()
     process = subprocess.Popen(
-        command, cwd=cwd, env=environ, text=True, start_new_session=True,
+        launcher_command(args, np, launcher), cwd=cwd, env=environ, text=True,
+        start_new_session=True,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -149,14 +162,10 @@ class Session:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.token = uuid.uuid4().hex
-        STARTED.append(self.token)
-        command = [*(mpirun_prefix(np) if np else []), sys.executable, str(LAUNCHER), *args]
-        environ = {**os.environ, **(env or {}), TOKEN_VARIABLE: self.token,
-                   "PYTHONUNBUFFERED": "1"}
+        self.token, environ = tracked_environment(env)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, cwd=cwd, env=environ, text=True, start_new_session=True,
+            launcher_command(args, np), cwd=cwd, env=environ, text=True, start_new_session=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.stdout: list[str] = []

@@ -16,10 +16,17 @@ from start_daskmpi import count_gpus
 
 GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
 
+
+def needs(*modules: str) -> pytest.MarkDecorator:
+    """Skip where one of ``modules`` is not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"no {', '.join(missing)}")
+
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(GPUS == 0, reason="no NVIDIA GPU"),
-    pytest.mark.skipif(importlib.util.find_spec("cupy") is None, reason="no CuPy"),
+    needs("cupy"),
 ]
 
 
@@ -46,15 +53,17 @@ def check_workers(seen: dict, count: int) -> None:
         assert set(seen["gpu_pids"]) <= {w["pid"] for w in workers} | {seen["driver_pid"]}
 
 
+def launch_on_gpus(tmp_path, args: list[str], timeout: float = 150):
+    """``mpirun`` with one worker rank per GPU of this node, its logs in the test's folder."""
+    run = launch(["--log-dir", str(tmp_path / "logs"), *args], np=GPUS + 2, timeout=timeout)
+    print(run)
+    return run
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(mpirun() is None, reason="no mpirun")
 def test_one_worker_per_gpu_under_mpirun(tmp_path):
-    run = launch(
-        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
-         str(SCRIPTS / "cupy_on_worker.py")],
-        np=GPUS + 2, timeout=150,
-    )
-    print(run)
+    run = launch_on_gpus(tmp_path, ["--interface", "lo", str(SCRIPTS / "cupy_on_worker.py")])
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     check_workers(gpu_report(run), GPUS)
 
@@ -72,12 +81,8 @@ def test_local_mode_uses_every_gpu(tmp_path):
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(mpirun() is None, reason="no mpirun")
 def test_cupy_test_runs_its_gpu_part(tmp_path):
-    run = launch(
-        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
-         str(SCRIPTS.parent.parent / "cupy_test.py")],
-        np=GPUS + 2, timeout=280,
-    )
-    print(run)
+    cupy_test = str(SCRIPTS.parent.parent / "cupy_test.py")
+    run = launch_on_gpus(tmp_path, ["--interface", "lo", cupy_test], timeout=280)
     assert run.rc == 0 and run.leftovers == [], run
     assert run.stdout.count("elapsed time:") == 2 and "skipped" not in run.stdout
     assert run.stdout.count(": ok") == 2
@@ -85,17 +90,13 @@ def test_cupy_test_runs_its_gpu_part(tmp_path):
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(mpirun() is None, reason="no mpirun")
-@pytest.mark.skipif(
-    importlib.util.find_spec("dask_cuda") is None or importlib.util.find_spec("rmm") is None,
-    reason="no dask-cuda or RMM",
-)
+@needs("dask_cuda", "rmm")
 def test_dask_cuda_options_reach_the_worker(tmp_path):
-    run = launch(
-        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"), "--rmm-pool-size", "2GB",
-         "--device-memory-limit", "1GB", str(SCRIPTS / "dask_cuda_on_worker.py")],
-        np=GPUS + 2, timeout=150,
+    run = launch_on_gpus(
+        tmp_path,
+        ["--interface", "lo", "--rmm-pool-size", "2GB", "--device-memory-limit", "1GB",
+         str(SCRIPTS / "dask_cuda_on_worker.py")],
     )
-    print(run)
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     (line,) = [s for s in run.stdout.splitlines() if s.startswith("DASKCUDA ")]
     workers = list(json.loads(line.removeprefix("DASKCUDA ")).values())
@@ -109,14 +110,11 @@ def test_dask_cuda_options_reach_the_worker(tmp_path):
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(mpirun() is None, reason="no mpirun")
-@pytest.mark.skipif(importlib.util.find_spec("distributed_ucxx") is None, reason="no UCX")
+@needs("distributed_ucxx")
 def test_ucx_protocol_carries_the_cluster(tmp_path):
-    run = launch(
-        ["--no-tls", "--protocol", "ucx", "--log-dir", str(tmp_path / "logs"),
-         str(SCRIPTS / "cupy_on_worker.py")],
-        np=GPUS + 2, timeout=150,
+    run = launch_on_gpus(
+        tmp_path, ["--no-tls", "--protocol", "ucx", str(SCRIPTS / "cupy_on_worker.py")]
     )
-    print(run)
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     assert "Scheduler address: ucx://" in run.stdout
     check_workers(gpu_report(run), GPUS)
@@ -124,18 +122,13 @@ def test_ucx_protocol_carries_the_cluster(tmp_path):
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(mpirun() is None, reason="no mpirun")
-@pytest.mark.skipif(
-    importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("ipykernel") is None,
-    reason="no nbclient or ipykernel",
-)
+@needs("nbclient", "ipykernel")
 def test_the_notebooks_gpu_cells_run_in_a_kernel(tmp_path):
     notebook = SCRIPTS.parent.parent / "jupyterlab_cupy_test.ipynb"
-    run = launch(
-        ["--interface", "lo", "--log-dir", str(tmp_path / "logs"),
-         str(SCRIPTS / "run_notebook.py"), str(notebook)],
-        np=GPUS + 2, timeout=280,
+    run = launch_on_gpus(
+        tmp_path, ["--interface", "lo", str(SCRIPTS / "run_notebook.py"), str(notebook)],
+        timeout=280,
     )
-    print(run)
     assert run.rc == 0 and run.leftovers == [], run
     assert "CPU only" not in run.stdout
     assert re.search(r"with gpus +[\d.]+ s +sum", run.stdout), run.stdout
