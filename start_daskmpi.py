@@ -500,21 +500,23 @@ def launch_lines(nodes: int, per_node: int, script: str) -> dict[str, str]:
 
 
 def plan_report(args: argparse.Namespace, node: Node) -> str:
-    """--plan: the layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
+    """--plan: the layout of ``args.nodes`` nodes like ``node``, and how to launch it.
+    Launchers place the same count on every node, so without -np the plan takes
+    the GPUs + 2 a node that the launch lines give (2 idle on the other nodes)."""
     nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
-    ranks = args.ranks or fitting_count(nodes)
+    if node.gpus:
+        per_node = len(node.gpus) + 2
+        heading = f"Launch lines that give every GPU a worker ({per_node} ranks a node):"
+    else:
+        per_node = max(MIN_WORLD_SIZE, math.ceil((args.ranks or 0) / args.nodes))
+        heading = f"Launch lines for {per_node} ranks a node:"
+    ranks = args.ranks or args.nodes * per_node
     layout = plan_layout(block_placement(ranks, args.nodes), nodes)
     gpus = f"{len(node.gpus)} GPU(s)" if node.gpus else "no GPU (CPU workers)"
     lines = [f"{ranks} ranks on {args.nodes} node(s) of {gpus}, placed in blocks:"]
     lines += [f"    {line}" for line in describe_layout(layout)]
     lines += [f"    note: {note}" for note in layout.notes]
-    if node.gpus:
-        # Launchers place the same count on every node: 2 ranks idle on the others.
-        per_node = len(node.gpus) + 2
-        lines.append(f"Launch lines that give every GPU a worker ({per_node} ranks a node):")
-    else:
-        per_node = max(MIN_WORLD_SIZE, math.ceil(ranks / args.nodes))
-        lines.append(f"Launch lines for {per_node} ranks a node:")
+    lines.append(heading)
     script = " ".join([args.script, *args.script_args]) if args.script else "your_script.py"
     lines += [
         f"    {name}: {line}"

@@ -303,6 +303,19 @@ def test_plan_report_for_two_nodes_of_eight_gpus():
     assert "Launch lines that give every GPU a worker (10 ranks a node):" in report
 
 
+def test_plan_without_np_gives_every_gpu_a_worker():
+    args = parse_args(["--plan", "--nodes", "2"])
+    report = plan_report(args, Node("here", tuple("0123"), 64, 2**39))
+    assert report.splitlines()[1:3] == [
+        "    node0: rank 0 scheduler; rank 1 driver; rank(s) 2-5 workers on GPU(s) "
+        "0, 1, 2, 3 (CUDA_VISIBLE_DEVICES)",
+        "    node1: rank(s) 6-9 workers on GPU(s) 0, 1, 2, 3 (CUDA_VISIBLE_DEVICES); "
+        "rank(s) 10-11 idle",
+    ]
+    assert report.startswith("12 ranks on 2 node(s) of 4 GPU(s)")
+    assert "mpirun -np 12 -npernode 6 --hostfile $NODEFILE" in report
+
+
 def test_np_without_plan_is_an_error():
     with pytest.raises(LaunchError, match="add --plan"):
         parse_args(["-np", "4", "job.py"])
