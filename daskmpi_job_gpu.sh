@@ -62,22 +62,6 @@ job_nodes() {  # this job's nodes, one per line, first node first, each once
     esac | awk 'NF && !seen[$1]++ {print $1}'
 }
 
-launch_command() {  # the launcher for $total ranks, $per_node a node, on the nodes in $hosts
-    if [[ -n ${DASKMPI_LAUNCHER:-} ]]; then
-        echo "$DASKMPI_LAUNCHER"
-    elif [[ $scheduler == Slurm ]] && command -v srun >/dev/null; then
-        echo "srun -n $total --ntasks-per-node $per_node"
-    else
-        local mpi
-        mpi=$(command -v mpiexec || command -v mpirun) || { say "no mpiexec or mpirun on PATH: load your MPI module, or set DASKMPI_ENV"; exit 2; }
-        if "$mpi" --version 2>&1 | grep -qE "Open MPI|OpenRTE"; then
-            echo "$mpi -np $total -npernode $per_node --hostfile $hosts"
-        else  # MPICH's hydra, Cray's PALS (Polaris, Aurora), Intel MPI
-            echo "$mpi -n $total --ppn $per_node --hostfile $hosts"
-        fi
-    fi
-}
-
 cd "${PBS_O_WORKDIR:-${SLURM_SUBMIT_DIR:-$PWD}}"  # PBS starts jobs in $HOME
 activate
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -96,7 +80,7 @@ nodes=$(wc -l <"$hosts")
 # By its full path: Open MPI's mpirun, called by its own full path, puts its folder
 # first on the ranks' PATH, where another python3 may be.
 python=$(command -v python3)
-gpus=${DASKMPI_GPUS_PER_NODE:-$("$python" -c 'import start_daskmpi as s; print(len(s.this_node(None).gpus))')}
+gpus=${DASKMPI_GPUS_PER_NODE:-$("$python" -c 'from start_daskmpi.node import this_node; print(len(this_node(None).gpus))')}
 if ((gpus > 0)); then
     per_node=$((gpus + 2))
 else
@@ -106,7 +90,12 @@ total=$((nodes * per_node))
 
 say "$scheduler job on $nodes node(s) ($(paste -sd' ' "$hosts")), $gpus GPU(s) a node"
 "$python" -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" "$@"
-read -r -a launcher <<<"$(launch_command)"
+if [[ -n ${DASKMPI_LAUNCHER:-} ]]; then
+    launch=$DASKMPI_LAUNCHER
+else  # the launch line of the MPI found here, as --plan builds them
+    launch=$("$python" -m start_daskmpi --launch-command --nodes "$nodes" -np "$total" --hostfile "$hosts") || exit 2
+fi
+eval "launcher=($launch)"  # the words as the launcher line quotes them
 say "running: ${launcher[*]} $python -m start_daskmpi --gpus-per-node $gpus ${options[*]} $*"
 status=0
 "${launcher[@]}" "$python" -m start_daskmpi --gpus-per-node "$gpus" "${options[@]}" "$@" || status=$?

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from launch import ROOT, SCRIPTS, launch, mpirun
-from start_daskmpi import count_gpus, format_ranks
+from start_daskmpi.gpus import count_gpus
+from start_daskmpi.layout import format_ranks
 
 pytestmark = [
     pytest.mark.mpi,

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from start_daskmpi import exit_status, run_script
+from start_daskmpi.script import exit_status, run_script
 
 
 def write(tmp_path, body: str, name: str = "job.py"):
@@ -71,7 +71,7 @@ def test_traceback_starts_in_the_script(tmp_path, capsys):
 def test_interrupts_give_the_status_a_shell_reports(tmp_path, capsys):
     assert run_script(str(write(tmp_path, "raise KeyboardInterrupt")), []) == 130
     assert "Interrupted (SIGINT)" in capsys.readouterr().out
-    terminated = "from start_daskmpi import Terminated\nraise Terminated"
+    terminated = "from start_daskmpi.script import Terminated\nraise Terminated"
     assert run_script(str(write(tmp_path, terminated)), []) == 143
     assert "Interrupted (SIGTERM)" in capsys.readouterr().out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from launch import SCRIPTS, Session, launch, mpirun, our_lines
-from start_daskmpi import count_gpus
+from start_daskmpi.gpus import count_gpus
 
 pytestmark = [
     pytest.mark.mpi,

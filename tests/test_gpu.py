@@ -12,7 +12,7 @@ import re
 import pytest
 
 from launch import SCRIPTS, launch, mpirun
-from start_daskmpi import count_gpus
+from start_daskmpi.gpus import count_gpus
 
 GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
 

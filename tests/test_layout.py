@@ -5,23 +5,19 @@ import itertools
 
 import pytest
 
-from start_daskmpi import (
-    LaunchError,
-    Node,
-    block_placement,
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.gpus import (
     check_gpu_required,
     choose_gpus,
     count_gpus_amd,
     count_gpus_intel,
     find_gpus,
-    format_ranks,
-    launch_lines,
-    parse_args,
     parse_visible_devices,
-    plan_layout,
-    plan_local,
-    plan_report,
 )
+from start_daskmpi.launchers import MPICH, OPEN_MPI, SLURM
+from start_daskmpi.layout import Node, block_placement, format_ranks, plan_layout, plan_local
+from start_daskmpi.options import parse_args
+from start_daskmpi.plan import plan_report
 
 GiB = 2**30
 
@@ -158,15 +154,17 @@ def test_the_mask_of_the_batch_system_is_used_as_given():
 
 
 def test_local_layout_has_one_worker_per_gpu():
-    layout = plan_local(node("laptop", 2, cores=8))
+    layout = plan_local(node("laptop", 2, cores=8), (8, 1))
     assert [r.kind for r in layout.roles] == ["scheduler", "driver", "worker", "worker"]
     assert [w.gpu for w in layout.workers] == ["0", "1"]
 
 
 def test_local_layout_without_gpu_splits_cores_as_localcluster_does():
-    layout = plan_local(node("laptop", 0, cores=16))
+    from distributed.deploy.utils import nprocesses_nthreads
+
+    layout = plan_local(node("laptop", 0, cores=16), nprocesses_nthreads(16))
     assert [w.nthreads for w in layout.workers] == [4] * 4
-    assert len(plan_local(node("ci", 0, cores=2)).workers) == 2
+    assert len(plan_local(node("ci", 0, cores=2), nprocesses_nthreads(2)).workers) == 2
 
 
 @pytest.mark.parametrize(
@@ -282,12 +280,17 @@ def test_each_worker_is_pinned_by_its_makers_variable(pin):
 def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
     assert block_placement(20, 2) == [0] * 10 + [1] * 10
     assert block_placement(7, 3) == [0, 0, 0, 1, 1, 1, 2]
-    lines = launch_lines(2, 10, "job.py")
-    assert lines["Open MPI (Cobalt)"] == (
-        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE python start_daskmpi.py job.py"
+    assert " ".join(OPEN_MPI.command(20, 10, "$NODEFILE")) == (
+        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE"
     )
-    assert lines["MPICH, Cray (PBS)"].startswith("mpiexec -n 20 --ppn 10 --hostfile")
-    assert lines["Slurm"].startswith("srun -n 20 --ntasks-per-node 10 ")
+    assert MPICH.command(20, 10, "h") == ["mpiexec", "-n", "20", "--ppn", "10", "--hostfile", "h"]
+    assert SLURM.command(20, 10, "h") == ["srun", "-n", "20", "--ntasks-per-node", "10"]
+    report = plan_report(parse_args(["--plan", "--nodes", "2", "-np", "20", "job.py"]),
+                         Node("here", tuple("01234567"), 64, 2**39))
+    assert (
+        "Open MPI (Cobalt): mpirun -np 20 -npernode 10 --hostfile $NODEFILE "
+        "python start_daskmpi.py job.py"
+    ) in report
 
 
 def test_plan_report_for_two_nodes_of_eight_gpus():

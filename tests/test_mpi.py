@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from launch import LAUNCHER, SCRIPTS, launch, mpirun
-from start_daskmpi import count_gpus
+from start_daskmpi.gpus import count_gpus
 
 pytestmark = [
     pytest.mark.mpi,

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from start_daskmpi import LaunchError, build_parser, parse_args
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.options import build_parser, parse_args
 
 
 def test_defaults():

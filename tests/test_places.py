@@ -11,30 +11,49 @@ import sys
 from pathlib import Path
 
 import pytest
+from distributed import Security
 
-import start_daskmpi as sd
+from start_daskmpi import servers
+from start_daskmpi.banners import connection_banner, ssh_tunnel_command
+from start_daskmpi.checks import check_local_directory, check_script
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.logs import OneLineFormatter
+from start_daskmpi.mpi import launcher_world, mpi_world
+from start_daskmpi.network import check_interface
+from start_daskmpi.options import parse_args
+from start_daskmpi.places import (
+    choose_port,
+    dashboard_address,
+    default_local_directory,
+    default_log_dir,
+    make_log_dir,
+    parse_host_port,
+    port_is_free,
+)
+from start_daskmpi.servers import start_scheduler
+from start_daskmpi.sites import site_of, ssh_route
 
 
 def test_explicit_free_port_is_kept():
-    assert sd.choose_port(9000, 8786, lambda p: True, "--scheduler-port") == 9000
+    assert choose_port(9000, 8786, lambda p: True, "--scheduler-port") == 9000
 
 
 def test_explicit_taken_port_is_an_error():
-    with pytest.raises(sd.LaunchError, match="port 9000 of --scheduler-port is already in use"):
-        sd.choose_port(9000, 8786, lambda p: p != 9000, "--scheduler-port")
+    with pytest.raises(LaunchError, match="port 9000 of --scheduler-port is already in use"):
+        choose_port(9000, 8786, lambda p: p != 9000, "--scheduler-port")
 
 
 def test_port_zero_means_any():
-    assert sd.choose_port(0, 8786, lambda p: False, "--scheduler-port") == 0
+    assert choose_port(0, 8786, lambda p: False, "--scheduler-port") == 0
 
 
 def test_taken_default_port_gives_way_to_the_next_free_one():
     taken = {8786, 8787, 8788}
-    assert sd.choose_port(None, 8786, lambda p: p not in taken, "--scheduler-port") == 8789
+    assert choose_port(None, 8786, lambda p: p not in taken, "--scheduler-port") == 8789
 
 
 def test_no_free_port_nearby_means_any():
-    assert sd.choose_port(None, 8786, lambda p: False, "--scheduler-port") == 0
+    assert choose_port(None, 8786, lambda p: False, "--scheduler-port") == 0
 
 
 def test_port_is_free_sees_a_real_listener():
@@ -42,25 +61,25 @@ def test_port_is_free_sees_a_real_listener():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert not sd.port_is_free("127.0.0.1", port)
-        host_free = lambda p: sd.port_is_free("127.0.0.1", p)  # noqa: E731
-        chosen = sd.choose_port(None, port, host_free, "--scheduler-port")
+        assert not port_is_free("127.0.0.1", port)
+        host_free = lambda p: port_is_free("127.0.0.1", p)  # noqa: E731
+        chosen = choose_port(None, port, host_free, "--scheduler-port")
         assert chosen != port and (chosen == 0 or host_free(chosen))
-    assert sd.port_is_free("127.0.0.1", port)
+    assert port_is_free("127.0.0.1", port)
 
 
 def test_dashboard_address_keeps_its_host_and_moves_its_port():
     taken = {8787}
     free = lambda host, port: port not in taken  # noqa: E731
-    assert sd.dashboard_address(None, free) == "127.0.0.1:8788"
-    assert sd.dashboard_address(":9999", free) == ":9999"
-    with pytest.raises(sd.LaunchError, match="--dashboard-address"):
-        sd.dashboard_address("0.0.0.0:8787", free)
+    assert dashboard_address(None, free) == "127.0.0.1:8788"
+    assert dashboard_address(":9999", free) == ":9999"
+    with pytest.raises(LaunchError, match="--dashboard-address"):
+        dashboard_address("0.0.0.0:8787", free)
 
 
 def test_thetagpu_route_is_the_seed_chain():
-    route = sd.ssh_route(None, "thetagpu11", "thetagpu11.alcf.anl.gov", "ada")
-    assert sd.ssh_tunnel_command(route, [8787]) == (
+    route = ssh_route(None, "thetagpu11", "thetagpu11.alcf.anl.gov", "ada")
+    assert ssh_tunnel_command(route, [8787]) == (
         "ssh -t -L 8787:localhost:8787 ada@theta.alcf.anl.gov "
         "ssh -t -L 8787:localhost:8787 thetagpusn1 "
         "ssh -t -L 8787:localhost:8787 thetagpu11"
@@ -90,31 +109,29 @@ def test_thetagpu_route_is_the_seed_chain():
     ],
 )
 def test_each_site_profile_gives_its_tunnel(host, fqdn, site, tunnel):
-    found = sd.site_of(host, fqdn)
+    found = site_of(host, fqdn)
     assert (found.name if found else None) == site
-    assert sd.ssh_tunnel_command(sd.ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
+    assert ssh_tunnel_command(ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
 
 
 def test_generic_route_goes_straight_to_the_node():
-    route = sd.ssh_route(None, "node7", "node7.cluster.example.org", "ada")
-    assert sd.ssh_tunnel_command(route, [8787, 7787]) == (
+    route = ssh_route(None, "node7", "node7.cluster.example.org", "ada")
+    assert ssh_tunnel_command(route, [8787, 7787]) == (
         "ssh -t -L 8787:localhost:8787 -L 7787:localhost:7787 ada@node7.cluster.example.org"
     )
 
 
 def test_given_hops_end_at_the_node():
-    route = sd.ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
+    route = ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
     assert route == ["me@login.site.org", "gateway", "x1001c0s0b0n0"]
-    assert sd.ssh_tunnel_command(route, [8790]).count("-L 8790:localhost:8790") == 3
+    assert ssh_tunnel_command(route, [8790]).count("-L 8790:localhost:8790") == 3
 
 
 def test_banner_shows_the_port_actually_used():
-    info = sd.SchedulerInfo("tcp://10.1.2.3:8786", "thetagpu11", "thetagpu11", 8790)
-    text = sd.connection_banner(info, ["u@login", "thetagpu11"])
+    text = connection_banner(8790, ["u@login", "thetagpu11"])
     assert "ssh -t -L 8790:localhost:8790 u@login ssh -t -L 8790:localhost:8790 thetagpu11" in text
     assert "http://localhost:8790/status" in text
-    no_bokeh = sd.SchedulerInfo("tcp://10.1.2.3:8786", "n", "n", None)
-    assert "dashboard is off" in sd.connection_banner(no_bokeh, ["n"])
+    assert "dashboard is off" in connection_banner(None, ["n"])
 
 
 NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
@@ -130,13 +147,13 @@ NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
     ],
 )
 def test_default_log_dir(environ, name):
-    assert sd.default_log_dir(environ, Path("/home/ada"), NOW) == Path("/home/ada/dask_logs") / name
+    assert default_log_dir(environ, Path("/home/ada"), NOW) == Path("/home/ada/dask_logs") / name
 
 
 def test_make_log_dir_is_private_and_never_reuses_a_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    first, second = sd.make_log_dir(None), sd.make_log_dir(None)
+    first, second = make_log_dir(None), make_log_dir(None)
     assert first == tmp_path / "dask_logs" / "42" and second == tmp_path / "dask_logs" / "42.1"
     assert stat.S_IMODE(first.stat().st_mode) == 0o700
 
@@ -144,18 +161,18 @@ def test_make_log_dir_is_private_and_never_reuses_a_run(tmp_path, monkeypatch):
 def test_make_log_dir_refuses_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(sd.LaunchError, match="cannot create --log-dir"):
-        sd.make_log_dir(blocker / "logs")
+    with pytest.raises(LaunchError, match="cannot create --log-dir"):
+        make_log_dir(blocker / "logs")
 
 
 def test_local_directory_prefers_tmpdir_then_site_then_node_scratch():
     writable = {"/local/scratch", "/tmp", "/mnt/bb/ada"}.__contains__
     everything = lambda path: True  # noqa: E731
-    assert sd.default_local_directory({"TMPDIR": "/job/tmp"}, None, everything) == "/job/tmp"
-    assert sd.default_local_directory({}, None, writable) == "/local/scratch"
-    assert sd.default_local_directory({}, None, lambda p: p == "/tmp") == "/tmp"
-    frontier = sd.site_of("frontier01234", "frontier01234.frontier.olcf.ornl.gov")
-    assert sd.default_local_directory({"USER": "ada"}, frontier, writable) == "/mnt/bb/ada"
+    assert default_local_directory({"TMPDIR": "/job/tmp"}, None, everything) == "/job/tmp"
+    assert default_local_directory({}, None, writable) == "/local/scratch"
+    assert default_local_directory({}, None, lambda p: p == "/tmp") == "/tmp"
+    frontier = site_of("frontier01234", "frontier01234.frontier.olcf.ornl.gov")
+    assert default_local_directory({"USER": "ada"}, frontier, writable) == "/mnt/bb/ada"
 
 
 @pytest.mark.parametrize(
@@ -169,50 +186,50 @@ def test_local_directory_prefers_tmpdir_then_site_then_node_scratch():
     ],
 )
 def test_launcher_world(environ, world):
-    assert sd.launcher_world(environ) == world
+    assert launcher_world(environ) == world
 
 
 def test_no_launcher_means_local_mode_without_touching_mpi():
-    assert sd.mpi_world({}) is None
+    assert mpi_world({}) is None
 
 
 def test_check_script(tmp_path):
     good = tmp_path / "good.py"
     good.write_text("print('hi')\n")
-    sd.check_script(str(good))
+    check_script(str(good))
     bad = tmp_path / "bad.py"
     bad.write_text("def f(:\n")
-    with pytest.raises(sd.LaunchError, match=r"bad.py:1: .*fix the script's syntax"):
-        sd.check_script(str(bad))
-    with pytest.raises(sd.LaunchError, match="script not found"):
-        sd.check_script(str(tmp_path / "missing.py"))
-    with pytest.raises(sd.LaunchError, match="not a file"):
-        sd.check_script(str(tmp_path))
+    with pytest.raises(LaunchError, match=r"bad.py:1: .*fix the script's syntax"):
+        check_script(str(bad))
+    with pytest.raises(LaunchError, match="script not found"):
+        check_script(str(tmp_path / "missing.py"))
+    with pytest.raises(LaunchError, match="not a file"):
+        check_script(str(tmp_path))
     binary = tmp_path / "data.py"
     binary.write_bytes(b"\x00\xff\xfe")
-    with pytest.raises(sd.LaunchError, match="not a Python script"):
-        sd.check_script(str(binary))
+    with pytest.raises(LaunchError, match="not a Python script"):
+        check_script(str(binary))
 
 
 def test_check_interface():
-    sd.check_interface("lo")
-    sd.check_interface(None)
-    with pytest.raises(sd.LaunchError, match="no network interface 'ib9'.*it has: .*lo"):
-        sd.check_interface("ib9")
+    check_interface("lo")
+    check_interface(None)
+    with pytest.raises(LaunchError, match="no network interface 'ib9'.*it has: .*lo"):
+        check_interface("ib9")
 
 
 def test_check_local_directory(tmp_path):
-    sd.check_local_directory(str(tmp_path / "new"))
+    check_local_directory(str(tmp_path / "new"))
     assert (tmp_path / "new").is_dir()
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        with pytest.raises(sd.LaunchError, match="not writable"):
-            sd.check_local_directory(str(locked))
+        with pytest.raises(LaunchError, match="not writable"):
+            check_local_directory(str(locked))
 
 
 def test_terminal_log_lines_name_the_file_instead_of_a_traceback(tmp_path):
-    formatter = sd.OneLineFormatter("%(levelname)s - %(message)s", tmp_path / "rank2.log")
+    formatter = OneLineFormatter("%(levelname)s - %(message)s", tmp_path / "rank2.log")
     try:
         raise OSError("queue closed")
     except OSError:
@@ -242,18 +259,51 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
             chosen.append(port if not chosen else options["port"])
             return {**options, "port": chosen[-1]}
 
-        sd_scheduler_options = sd.scheduler_options
-        monkeypatch.setattr(sd, "scheduler_options", racing)
+        sd_scheduler_options = servers.scheduler_options
+        monkeypatch.setattr(servers, "scheduler_options", racing)
         argv = ["--interface", "lo", "--no-tls", "--dashboard-address", "127.0.0.1:0"]
-        args = sd.parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
+        args = parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
 
         async def start() -> int:
-            scheduler = await sd.start_scheduler(args, sd.Security())
+            scheduler = await start_scheduler(args, Security())
             async with scheduler:
                 return scheduler.port
 
         if explicit:
-            with pytest.raises(sd.LaunchError, match="in use"):
+            with pytest.raises(LaunchError, match="in use"):
                 asyncio.run(start())
         else:
             assert asyncio.run(start()) != port and chosen[0] == port and len(chosen) == 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:8787", ("127.0.0.1", 8787)),
+    (":8787", ("", 8787)),
+    ("8787", ("127.0.0.1", 8787)),  # the dask CLI's bare port, on the default host
+    ("[::1]:8787", ("::1", 8787)),
+])
+def test_host_and_port(text, expected):
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:", "host:http", "::1:8787", "h:70000", ""])
+def test_bad_host_and_port(text):
+    with pytest.raises(ValueError):
+        parse_host_port(text)
+
+
+def test_dashboard_address_option_is_checked_at_parse():
+    assert parse_args(["--dashboard-address", "8787"]).dashboard_address == "8787"
+    with pytest.raises(LaunchError, match="--dashboard-address: expected \\[HOST\\]:PORT"):
+        parse_args(["--dashboard-address", "localhost:http"])
+
+
+def test_no_nanny_with_several_gpus_locally_is_an_error(monkeypatch):
+    from start_daskmpi import local
+    from start_daskmpi.layout import Node
+
+    two_gpus = Node("here", ("0", "1"), 8, 2**34)
+    monkeypatch.setattr(local, "this_node", lambda *args, **kwargs: two_gpus)
+    assert len(local.local_layout(parse_args([])).workers) == 2
+    with pytest.raises(LaunchError, match="--no-nanny runs every worker in this one process"):
+        local.local_layout(parse_args(["--no-nanny"]))

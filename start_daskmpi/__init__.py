@@ -1,0 +1,24 @@
+"""start_daskmpi: a Dask cluster under MPI, one worker per GPU, and your script
+or JupyterLab on it.
+
+    mpirun -np N python start_daskmpi.py [options] script.py [script args ...]
+
+The modules, from the command line down (README's "How the code is laid out"):
+
+- cli: ``main``; options: the command line; plan and launchers: --plan and the
+  launch lines of each MPI launcher.
+- layout: ranks x nodes x GPUs -> roles (pure); node and gpus: what a node
+  offers and how a process is pinned to a GPU; sites, places, network: known
+  machines, ports and folders, addresses.
+- mpi: the only module that imports mpi4py; roles: one function per role
+  under mpirun; local: the same cluster without mpirun.
+- servers: the scheduler and workers; security: the job's TLS credentials;
+  checks: what each role checks before it starts; logs: per-rank logs.
+- driver: the client side; script: the user's script as python runs it;
+  jupyterlab_mode: JupyterLab until 'stop'; banners: what the user is told to type.
+
+Importing the package has no side effects: MPI is initialised in ``main`` only,
+and the pure modules import neither distributed nor mpi4py.
+"""
+
+__version__ = "0.2.0"

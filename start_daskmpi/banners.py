@@ -1,0 +1,65 @@
+"""What the user is told to type: the SSH tunnel commands and the URLs of the
+dashboard and JupyterLab."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def forwards(ports: Sequence[int]) -> str:
+    return " ".join(f"-L {port}:localhost:{port}" for port in ports)
+
+
+def ssh_tunnel_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """Nested ssh that forwards each port through every hop to the node's localhost."""
+    return " ".join(f"ssh -t {forwards(ports)} {hop}" for hop in route)
+
+
+def ssh_jump_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """The same tunnel in one ssh, through the hops as jump hosts."""
+    jumps = f"-J {','.join(route[:-1])} " if len(route) > 1 else ""
+    return f"ssh {jumps}{forwards(ports)} {route[-1]}"
+
+
+def tunnel_lines(what: str, route: Sequence[str], ports: Sequence[int]) -> list[str]:
+    lines = [
+        f"To connect to {what}, execute the following command in a shell on your local machine:",
+        f"    {ssh_tunnel_command(route, ports)}",
+    ]
+    if len(route) > 1:
+        lines.append(f"    (or, one command: {ssh_jump_command(route, ports)})")
+    return lines
+
+
+def dashboard_lines(port: int, jupyter_port: int | None = None) -> list[str]:
+    inside = (
+        f"      (also inside JupyterLab: http://localhost:{jupyter_port}/proxy/{port}/status)"
+        if jupyter_port is not None else ""
+    )
+    return ["To open the Dask dashboard, go to:", f"    http://localhost:{port}/status{inside}"]
+
+
+def connection_banner(dashboard_port: int | None, route: Sequence[str]) -> str:
+    """With a script: how to reach the dashboard while it runs."""
+    if dashboard_port is None:
+        return "The Dask dashboard is off (install bokeh to get it)."
+    return "\n".join(
+        tunnel_lines("the Dask dashboard", route, [dashboard_port])
+        + dashboard_lines(dashboard_port)
+    )
+
+
+def jupyter_banner(
+    route: Sequence[str], jupyter_port: int, dashboard_port: int | None, token: str, log: Path
+) -> str:
+    """With no script: how to reach JupyterLab, and the dashboard beside it."""
+    ports = [jupyter_port] + ([dashboard_port] if dashboard_port is not None else [])
+    lines = tunnel_lines("JupyterLab and Dask dashboard", route, ports)
+    lines += [
+        "",
+        f"To open JupyterLab, go to (see log file {log}):",
+        f"    http://localhost:{jupyter_port}/lab?token={token}",
+    ]
+    if dashboard_port is not None:
+        lines += ["", *dashboard_lines(dashboard_port, jupyter_port)]
+    return "\n".join(lines)

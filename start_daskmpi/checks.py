@@ -1,0 +1,92 @@
+"""What each role checks before anything starts, so that a mistake is one line
+at once, not a traceback or a timeout later."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+
+from .errors import LaunchError
+from .gpus import uses_dask_cuda
+from .layout import Role
+from .network import check_interface
+from .places import is_writable_dir, local_directory
+
+
+def check_jupyterlab() -> None:
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise LaunchError(
+            "with no script, JupyterLab runs on the cluster, but it is not installed: "
+            "pip install 'start-daskmpi[jupyter]', or give a script to run"
+        )
+
+
+def check_script(path: str) -> None:
+    if not os.path.exists(path):
+        raise LaunchError(f"script not found: {path}")
+    if not os.path.isfile(path):
+        raise LaunchError(f"not a file: {path}: give the path of a Python script")
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        if b"\0" in source:
+            raise ValueError("binary file")
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise LaunchError(f"{path}:{e.lineno}: {e.msg}: fix the script's syntax") from None
+    except (ValueError, UnicodeDecodeError):
+        raise LaunchError(f"{path} is not a Python script") from None
+    except OSError as e:
+        raise LaunchError(f"cannot read {path}: {e.strerror}") from None
+
+
+def check_local_directory(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise LaunchError(f"cannot create --local-directory {path}: {e.strerror}") from None
+    if not is_writable_dir(path):
+        raise LaunchError(f"--local-directory {path} is not writable: choose another folder")
+
+
+def dask_cuda_options(args: argparse.Namespace) -> list[str]:
+    return [
+        option for option, value in (
+            ("--rmm-pool-size", args.rmm_pool_size),
+            ("--device-memory-limit", args.device_memory_limit),
+        ) if value
+    ]
+
+
+def check_dask_cuda(role: Role, args: argparse.Namespace) -> None:
+    """dask-cuda's options need a worker that is dask-cuda's: an error, not a
+    silent no-op, wherever one is not."""
+    wanted = dask_cuda_options(args)
+    if not wanted:
+        return
+    if importlib.util.find_spec("dask_cuda") is None:
+        raise LaunchError(f"{wanted[0]} comes from dask-cuda: pip install dask-cuda")
+    if args.rmm_pool_size and importlib.util.find_spec("rmm") is None:
+        raise LaunchError("--rmm-pool-size needs RMM: pip install rmm-cu12 (or rmm-cu13)")
+    if not args.nanny:
+        raise LaunchError(
+            f"{wanted[0]} applies to dask-cuda's workers, which run behind a nanny: "
+            "drop --no-nanny"
+        )
+    if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
+        where = "the CPU" if role.gpu is None else f"a GPU pinned by {role.pin}"
+        raise LaunchError(
+            f"{wanted[0]} applies to dask-cuda's workers on NVIDIA GPUs, but the workers "
+            f"on {role.host} run on {where}: drop {wanted[0]}"
+        )
+
+
+def preflight(role: Role, args: argparse.Namespace) -> None:
+    check_interface(args.interface)
+    if role.kind == "driver" and args.script:
+        check_script(args.script)
+    elif role.kind == "driver":
+        check_jupyterlab()
+    if role.kind == "worker":
+        check_local_directory(local_directory(args.local_directory))
+        check_dask_cuda(role, args)

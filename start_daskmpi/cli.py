@@ -1,0 +1,51 @@
+"""``main``: the command's entry.  It parses the options, answers --plan and
+--launch-command, and runs this process's part: a rank's role under mpirun,
+else the whole cluster locally.  Its return value is the process's exit status:
+the script's, 2 for a mistake the user can fix, 128 + N after signal N."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import LaunchError, report
+from .mpi import exit_together, launcher_world, mpi_world
+from .node import this_node
+from .options import parse_args
+from .plan import launch_report, plan_report
+
+logger = logging.getLogger("start_daskmpi")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # mpirun forwards each rank's output as it comes: keep lines whole and in order.
+    sys.stdout.reconfigure(line_buffering=True)
+    try:
+        args = parse_args(argv)
+        if args.plan or args.launch_command:
+            node = this_node(args.gpus_per_node, vendor=args.gpu_vendor)
+            print(launch_report(args, node, os.environ) if args.launch_command
+                  else plan_report(args, node))
+            return 0
+        world = mpi_world(os.environ)
+        if world is None:
+            from .local import run_local  # Dask is imported only once a cluster starts
+
+            return run_local(args)
+    except LaunchError as e:
+        launched = launcher_world(os.environ)
+        if launched is None or launched[1] == 0:
+            report(str(e))
+        return 2
+    from .roles import run_rank
+
+    try:
+        code = run_rank(world, args)
+    except Exception:
+        # A fault of ours: the other ranks would wait for this one forever.
+        logger.exception("rank %d failed", world.rank)
+        world.Abort(1)
+        raise
+    exit_together(world)
+    return code

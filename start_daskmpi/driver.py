@@ -1,0 +1,189 @@
+"""The driver: the client side of the job.  It connects, waits for every
+worker, prints where things are, then runs the script, or JupyterLab until
+'stop', and ends the run with one line once the scheduler is gone."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+from distributed import Client
+
+from .banners import connection_banner
+from .errors import LaunchError, report
+from .jupyterlab_mode import serve_jupyterlab
+from .layout import SCHEDULER_RANK, Layout, format_ranks
+from .script import SchedulerLost, Terminated, announce_interrupt, raise_terminated, run_script
+from .security import security_from, write_client_credentials
+from .servers import FAILURES_TOPIC, SchedulerInfo
+from .sites import ssh_route
+
+SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
+WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
+
+
+def point_clients_here(address: str, credentials: dict[str, str] | None, log_dir: Path) -> None:
+    """Make ``Client()`` with no arguments reach this cluster, with its
+    credentials: here, in the script's subprocesses and in JupyterLab's kernels."""
+    variables = {"DASK_SCHEDULER_ADDRESS": address}
+    if credentials is not None:
+        variables.update(write_client_credentials(credentials, log_dir / "credentials"))
+    os.environ.update(variables)
+    dask.config.update(dask.config.config, dask.config.collect_env(variables))
+
+
+def close_clients_left_open() -> None:
+    """Close the clients the script did not: they would retry, loudly, once the
+    cluster is gone."""
+    # distributed has no public registry of a process's clients; Client._instances,
+    # a WeakSet of every live Client, has held them since distributed 1.x.
+    for client in list(Client._instances):
+        client.close()
+
+
+@contextlib.contextmanager
+def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) -> Iterator[None]:
+    """End the run with one line once the scheduler is gone: the script's
+    futures fail, but a script busy elsewhere, or JupyterLab, would go on until
+    the walltime.  Where mpirun kills every rank as soon as one dies (MPICH,
+    Open MPI), this has no time to act; where it does not (srun without
+    --kill-on-bad-exit), or where the scheduler closed itself, it ends the job."""
+    lost = threading.Event()
+    done = threading.Event()
+    main = threading.main_thread().ident
+    message = (
+        f"lost the scheduler (rank {SCHEDULER_RANK} on {info.host}): the job ends; "
+        f"see {log_dir / f'rank{SCHEDULER_RANK}-scheduler.log'}"
+    )
+
+    def watch() -> None:
+        gone_since = None
+        while not done.wait(WATCH_INTERVAL):
+            if client.status == "running":
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > SCHEDULER_LOST_GRACE:
+                lost.set()
+                # A real signal, not interrupt_main(): it also ends a blocking wait.
+                signal.pthread_kill(main, signal.SIGTERM)
+                return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SchedulerLost(message) if lost.is_set() else Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    watcher = threading.Thread(target=watch, name="watch the scheduler", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
+        if client.status != "running":
+            # Closing a client that still tries to reconnect logs a traceback per try.
+            logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    if client.status != "running" and not lost.is_set():  # the script's futures failed first
+        raise SchedulerLost(message)
+
+
+def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Path) -> None:
+    """Return once every planned worker has registered; raise LaunchError at
+    the first failure a worker reports, or naming the missing ones at timeout."""
+    expected = layout.workers
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(len(expected), timeout=min(1.0, timeout))
+            return
+        except TimeoutError:
+            pass
+        failed = [message for _, message in client.get_events(FAILURES_TOPIC)]
+        if failed:
+            raise LaunchError(f"{'; '.join(failed)}; see the logs in {log_dir}")
+        if time.monotonic() >= deadline:
+            break
+    seen = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    missing = [role for role in expected if role.name not in seen]
+    raise LaunchError(
+        f"{len(missing)} of {len(expected)} workers did not register within "
+        f"{timeout:g} s: rank(s) {format_ranks(r.rank for r in missing)} "
+        f"({', '.join(str(r.name) for r in missing)}); see their logs in {log_dir}"
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the driver knows of the job it drives."""
+
+    args: argparse.Namespace
+    info: SchedulerInfo
+    layout: Layout
+    log_dir: Path
+    credentials: dict[str, str] | None
+
+
+def run_script_session(job: Job, route: list[str]) -> int:
+    print(connection_banner(job.info.dashboard_port, route))
+    print(flush=True)
+    code = run_script(job.args.script, job.args.script_args)
+    print("Code ran successfully." if code == 0 else f"Code failed with exit status {code}.")
+    return code
+
+
+def drive(job: Job, reads_stdin: bool) -> int:
+    """Connect, wait for every worker, print where things are, then run the
+    script, or JupyterLab until 'stop'; ``reads_stdin`` says whether 'stop'
+    is typed here."""
+    args, info = job.args, job.info
+    print(f"Scheduler address: {info.address} on node {info.host}")
+    print("Starting the workers")
+    for note in job.layout.notes:
+        print(f"start_daskmpi: warning: {note}", file=sys.stderr)
+    try:
+        client = Client(
+            info.address, timeout=args.startup_timeout, security=security_from(job.credentials)
+        )
+    except OSError as e:
+        report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
+        return 1
+    try:
+        with client, ended_if_scheduler_lost(client, info, job.log_dir):
+            point_clients_here(info.address, job.credentials, job.log_dir)
+            route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
+            try:
+                wait_for_workers(client, job.layout, args.startup_timeout, job.log_dir)
+                print(f"Client status: {client}")
+                print(f"Logs: {job.log_dir}")
+                print()
+                if args.script:
+                    return run_script_session(job, route)
+                return serve_jupyterlab(args, client, info, route, job.log_dir, reads_stdin)
+            except LaunchError as e:
+                report(str(e))
+                return 1
+    finally:
+        close_clients_left_open()
+
+
+def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:
+    """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        code = drive(job, reads_stdin)
+    except KeyboardInterrupt as e:
+        code = announce_interrupt(e)
+    print("Successfully exited" if code == 0 else f"Exited with status {code}")
+    return code

@@ -1,0 +1,154 @@
+"""With no script: JupyterLab on the driver's node, its notebooks' Client() and
+Dask sidebar pointed at this cluster, until 'stop' is typed or it is shut down
+from inside."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from .banners import jupyter_banner
+from .errors import LaunchError
+from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
+from .servers import SchedulerInfo
+
+CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
+JUPYTER_START_TIMEOUT = 120.0
+JUPYTER_STOP_TIMEOUT = 10.0
+
+
+def lab_settings(dashboard_port: int, folder: Path) -> Path:
+    """JupyterLab's app settings folder for this run: the installed one's, plus a
+    default for dask-labextension's dashboard URL, through JupyterLab's proxy."""
+    from jupyterlab.commands import get_app_dir
+
+    installed = Path(get_app_dir()) / "settings"
+    if installed.is_dir():
+        shutil.copytree(installed, folder, dirs_exist_ok=True)
+    overrides = folder / "overrides.d"
+    overrides.mkdir(parents=True, exist_ok=True)
+    default = {"dask-labextension:plugin": {"defaultURL": f"proxy/{dashboard_port}"}}
+    (overrides / "start_daskmpi.json").write_text(json.dumps(default))
+    return folder
+
+
+def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Path) -> Any:
+    env = {**os.environ, "JUPYTER_TOKEN": token}  # not an argument: ps shows those to all
+    options = []
+    if dashboard_port is not None:
+        # Notebooks' Client() and the Dask sidebar find the dashboard through
+        # JupyterLab's proxy, which the JupyterLab tunnel alone reaches.
+        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = "/proxy/{port}/status"
+        settings = lab_settings(dashboard_port, log.parent / "jupyterlab-settings")
+        # A fresh workspace: a saved one keeps the Dask sidebar on the last job's URL.
+        workspaces = log.parent / "jupyterlab-workspaces"
+        options += [
+            f"--LabApp.app_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}"
+        ]
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={os.getcwd()}", *options,
+        # In containers one is often root; jupyter_server refuses that unless told.
+        *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
+    ]
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # it holds the token
+    try:
+        # A session of its own: a Ctrl-C at the terminal comes to us, and we stop
+        # JupyterLab in order, kernels first.
+        return subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def wait_until_serving(lab: Any, port: int, token: str, log: Path, timeout: float) -> None:
+    status = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"}
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.poll() is not None:
+            raise LaunchError(f"JupyterLab exited with status {lab.returncode}: see {log}")
+        try:
+            with urllib.request.urlopen(status, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise LaunchError(f"JupyterLab did not answer within {timeout:g} s: see {log}")
+
+
+def stop_jupyterlab(lab: Any) -> None:
+    """SIGTERM, on which jupyter_server shuts its kernels down; SIGKILL if it hangs."""
+    if lab.poll() is None:
+        lab.terminate()
+        try:
+            lab.wait(JUPYTER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
+
+
+def watch_stdin(on_stop: Callable[[], Any]) -> None:
+    """Call ``on_stop`` once 'stop' is typed.  mpirun forwards stdin to rank 0
+    only, so under MPI this runs there; stdin at EOF (a batch job) never stops."""
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip().lower() == "stop":
+                on_stop()
+                return
+            print("Type 'stop' to stop Dask.", flush=True)
+
+    threading.Thread(target=read, name="watch stdin for stop", daemon=True).start()
+
+
+def serve_jupyterlab(
+    args: argparse.Namespace,
+    client: Client,
+    info: SchedulerInfo,
+    route: list[str],
+    log_dir: Path,
+    reads_stdin: bool,
+) -> int:
+    """JupyterLab on this node until 'stop', or until it is shut down from inside."""
+    print("Starting JupyterLab on the scheduler...", flush=True)
+    stop = threading.Event()
+    client.subscribe_topic(CONTROL_TOPIC, lambda event: stop.set())
+    if client.get_events(CONTROL_TOPIC):  # typed while the workers were starting
+        stop.set()
+    if reads_stdin:
+        watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
+    port = choose_port(
+        args.jupyter_port, DEFAULT_JUPYTER_PORT,
+        lambda p: p != info.dashboard_port and port_is_free("127.0.0.1", p), "--jupyter-port",
+    )
+    token = secrets.token_urlsafe(32)
+    log = log_dir / "jupyterlab.log"
+    lab = start_jupyterlab(port, token, info.dashboard_port, log)
+    try:
+        wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
+        print()
+        print(jupyter_banner(route, port, info.dashboard_port, token, log))
+        print()
+        print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
+        while not stop.wait(0.5) and lab.poll() is None:
+            pass
+    finally:
+        stop_jupyterlab(lab)
+    print("Stopping Dask")
+    return 0

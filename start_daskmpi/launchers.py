@@ -1,0 +1,70 @@
+"""The launch command of each MPI launcher, built in this one place: --plan
+prints them all, and daskmpi_job_gpu.sh asks for the one that fits its job
+(--launch-command)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import LaunchError
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How one kind of launcher is told: this many ranks, so many a node, these hosts."""
+
+    name: str  # as --plan shows it
+    program: str  # the command, found on PATH
+    total: str  # its option for the rank count
+    per_node: str  # its option for ranks a node
+    hostfile: str | None  # its option for the node file; None: the batch system says
+
+    def command(self, total: int, per_node: int, hostfile: str | None) -> list[str]:
+        words = [self.program, self.total, str(total), self.per_node, str(per_node)]
+        if hostfile and self.hostfile:
+            words += [self.hostfile, hostfile]
+        return words
+
+
+OPEN_MPI = Launcher("Open MPI (Cobalt)", "mpirun", "-np", "-npernode", "--hostfile")
+# MPICH's hydra, Cray's PALS (Polaris, Aurora), Intel MPI
+MPICH = Launcher("MPICH, Cray (PBS)", "mpiexec", "-n", "--ppn", "--hostfile")
+SLURM = Launcher("Slurm", "srun", "-n", "--ntasks-per-node", None)
+LAUNCHERS = (OPEN_MPI, MPICH, SLURM)
+
+
+def mpi_version(program: str) -> str:
+    done = subprocess.run(
+        [program, "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def launcher_here(
+    environ: Mapping[str, str],
+    which: Callable[[str], str | None] = shutil.which,
+    version: Callable[[str], str] = mpi_version,
+) -> tuple[Launcher, str]:
+    """The launcher for a job here, and its path: srun in a Slurm job that has it,
+    else the mpiexec (or mpirun) on PATH, Open MPI's or MPICH's by what it says.
+    The path, not the name: Open MPI's mpirun, called by its full path, puts its
+    own folder first on the ranks' PATH, where another python3 may be."""
+    if environ.get("SLURM_JOB_ID") and which("srun"):
+        return SLURM, "srun"
+    program = which("mpiexec") or which("mpirun")
+    if program is None:
+        raise LaunchError(
+            "no mpiexec or mpirun on PATH: load your MPI module, or activate the "
+            "environment that has one"
+        )
+    said = version(program)
+    return (OPEN_MPI if "Open MPI" in said or "OpenRTE" in said else MPICH), program
+
+
+def launch_command(
+    total: int, per_node: int, hostfile: str | None, environ: Mapping[str, str]
+) -> list[str]:
+    launcher, program = launcher_here(environ)
+    return [program, *launcher.command(total, per_node, hostfile)[1:]]

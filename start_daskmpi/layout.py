@@ -1,0 +1,183 @@
+"""Which rank does what, on which node and GPU: ranks x nodes x GPUs -> roles.
+
+Pure: it knows nothing of MPI or Dask, only what each node offers (a Node) and
+where the launcher placed each rank.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import LaunchError
+
+SCHEDULER_RANK = 0
+DRIVER_RANK = 1
+MIN_WORLD_SIZE = 3
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a node offers, as its first rank found it."""
+
+    host: str
+    gpus: tuple[str, ...]  # entries of the GPU mask (CUDA_VISIBLE_DEVICES...), one per GPU
+    cores: int
+    memory: int  # bytes
+    pin: str = "CUDA_VISIBLE_DEVICES"  # the variable that gives a process its GPUs
+
+
+@dataclass(frozen=True)
+class Role:
+    rank: int
+    kind: str  # "scheduler", "driver", "worker" or "idle"
+    host: str
+    name: str | None = None
+    gpu: str | None = None
+    nthreads: int = 0
+    memory_limit: int | str = 0
+    pin: str = "CUDA_VISIBLE_DEVICES"
+
+    def environment(self) -> dict[str, str]:
+        """What pins this role's processes to its GPU, set before anything touches it."""
+        return {} if self.gpu is None else {self.pin: self.gpu}
+
+
+@dataclass(frozen=True)
+class Layout:
+    roles: tuple[Role, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> list[Role]:
+        return [role for role in self.roles if role.kind == "worker"]
+
+
+def world_too_small(size: int) -> str:
+    return (
+        f"needs at least {MIN_WORLD_SIZE} ranks: one for the scheduler, one for your "
+        f"script and one per worker (got {size}); use e.g. mpirun -np {MIN_WORLD_SIZE}, "
+        "or run without mpirun for a local cluster"
+    )
+
+
+def format_ranks(ranks: Iterable[int]) -> str:
+    """Compress ranks into runs: [2, 3, 4, 7] -> '2-4, 7'."""
+    runs: list[list[int]] = []
+    for rank in sorted(ranks):
+        if runs and rank == runs[-1][-1] + 1:
+            runs[-1].append(rank)
+        else:
+            runs.append([rank])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def worker_name(host: str, gpu: str | None, index: int) -> str:
+    if gpu is None:
+        return f"{host}-cpu{index}"
+    return f"{host}-gpu{gpu if gpu.isdigit() else index}"
+
+
+def fitting_count(nodes: Sequence[Node]) -> int:
+    """The rank count that gives every GPU one worker and leaves no rank idle."""
+    return DRIVER_RANK + 1 + sum(len(node.gpus) for node in nodes)
+
+
+def fitting_ranks(nodes: Sequence[Node]) -> str:
+    """fitting_count(), said as the -np that fits and where the ranks go."""
+    first, others = nodes[0], nodes[1:]
+    total = fitting_count(nodes)
+    if not others:
+        return f"-np {total}"
+    return (
+        f"-np {total}, with {len(first.gpus) + 2} ranks on {first.host} "
+        "and one per GPU on the other nodes"
+    )
+
+
+def plan_layout(
+    rank_nodes: Sequence[int],
+    nodes: Sequence[Node],
+    *,
+    nthreads: int | None = None,
+    memory_limit: str = "auto",
+) -> Layout:
+    """Give every rank its role.
+
+    ``rank_nodes[r]`` is the index in ``nodes`` of rank r's node; nodes are in the
+    order of their first rank, so ``nodes[0]`` holds the scheduler.  Each node's
+    worker ranks take its GPUs in order; ranks beyond them idle, and a node with
+    no GPU runs CPU workers on all of its worker ranks.
+    """
+    if len(rank_nodes) < MIN_WORLD_SIZE:
+        raise LaunchError(world_too_small(len(rank_nodes)))
+    roles = {
+        SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler", nodes[rank_nodes[SCHEDULER_RANK]].host),
+        DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
+    }
+    notes = []
+    for index, node in enumerate(nodes):
+        ranks = [r for r in range(DRIVER_RANK + 1, len(rank_nodes)) if rank_nodes[r] == index]
+        gpus: Sequence[str | None] = node.gpus or [None] * len(ranks)
+        placed = list(zip(ranks, gpus, strict=False))  # extra ranks idle
+        threads = nthreads or (1 if node.gpus else max(1, node.cores // max(1, len(placed))))
+        memory = node.memory // max(1, len(placed)) if memory_limit == "auto" else memory_limit
+        for i, (rank, gpu) in enumerate(placed):
+            name = worker_name(node.host, gpu, i)
+            roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory, node.pin)
+        idle = ranks[len(placed):]
+        for rank in idle:
+            roles[rank] = Role(rank, "idle", node.host)
+        if idle:
+            notes.append(
+                f"{len(idle)} rank(s) on {node.host} have no GPU left and stay idle "
+                f"(ranks {format_ranks(idle)}); {fitting_ranks(nodes)} fits"
+            )
+        unused = node.gpus[len(placed):]
+        if unused:
+            notes.append(
+                f"{len(unused)} GPU(s) of {node.host} get no worker ({', '.join(unused)}); "
+                f"{fitting_ranks(nodes)} gives each one"
+            )
+    return Layout(tuple(roles[r] for r in range(len(rank_nodes))), tuple(notes))
+
+
+def plan_local(
+    node: Node,
+    cpu_split: tuple[int, int],
+    *,
+    nthreads: int | None = None,
+    memory_limit: str = "auto",
+) -> Layout:
+    """The same layout for a cluster on this node alone: one worker per GPU, else
+    ``cpu_split`` (workers, threads each), the split Dask's LocalCluster chooses."""
+    count, threads = (len(node.gpus), 1) if node.gpus else cpu_split
+    ranks = [0] * (DRIVER_RANK + 1 + count)
+    return plan_layout(ranks, [node], nthreads=nthreads or threads, memory_limit=memory_limit)
+
+
+def describe_layout(layout: Layout) -> list[str]:
+    """One line per node: which ranks do what, on which GPUs."""
+    lines = []
+    for host in dict.fromkeys(role.host for role in layout.roles):
+        roles = [role for role in layout.roles if role.host == host]
+        parts = [f"rank {r.rank} {r.kind}" for r in roles if r.kind in ("scheduler", "driver")]
+        workers = [r for r in roles if r.kind == "worker"]
+        if workers:
+            where = (
+                f"GPU(s) {', '.join(str(r.gpu) for r in workers)} ({workers[0].pin})"
+                if workers[0].gpu is not None else "CPU"
+            )
+            parts.append(f"rank(s) {format_ranks(r.rank for r in workers)} workers on {where}")
+        idle = [r.rank for r in roles if r.kind == "idle"]
+        if idle:
+            parts.append(f"rank(s) {format_ranks(idle)} idle")
+        lines.append(f"{host}: {'; '.join(parts)}")
+    return lines
+
+
+def block_placement(ranks: int, nodes: int) -> list[int]:
+    """The node of each rank as launchers place them with a fixed count per
+    node (-npernode, -ppn, --ntasks-per-node): in blocks, in order."""
+    per_node = math.ceil(ranks / nodes)
+    return [min(rank // per_node, nodes - 1) for rank in range(ranks)]

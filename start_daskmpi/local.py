@@ -1,0 +1,115 @@
+"""No mpirun: the same cluster on this node alone, its servers made as under
+mpirun (servers.py), in an event loop of this process, and the driver here."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from distributed import Security
+from distributed.deploy.utils import nprocesses_nthreads
+from distributed.system import MEMORY_LIMIT
+
+from .checks import preflight
+from .driver import Job, drive_until_interrupted
+from .errors import LaunchError
+from .layout import Layout, plan_local
+from .logs import log_to_file
+from .node import this_node
+from .places import make_log_dir
+from .security import make_credentials, security_from
+from .servers import (
+    WORKERS_LEAVE_TIMEOUT,
+    SchedulerInfo,
+    describe,
+    make_worker,
+    scheduler_info,
+    start_scheduler,
+    stop_worker,
+)
+
+T = TypeVar("T")
+START_TIMEOUT_MARGIN = 30.0  # seconds past --startup-timeout before a start is given up
+
+
+def local_layout(args: argparse.Namespace) -> Layout:
+    node = this_node(args.gpus_per_node, args.require_gpu, args.gpu_vendor, memory=MEMORY_LIMIT)
+    # LocalCluster's own split of the cores (distributed.deploy.utils, since 2.x).
+    layout = plan_local(node, nprocesses_nthreads(node.cores),
+                        nthreads=args.nthreads, memory_limit=args.memory_limit)
+    if not args.nanny and len([r for r in layout.workers if r.gpu is not None]) > 1:
+        raise LaunchError(
+            "--no-nanny runs every worker in this one process, where they cannot each have "
+            "a GPU of their own: keep the nanny, or use mpirun"
+        )
+    return layout
+
+
+@contextlib.contextmanager
+def event_loop_thread() -> Iterator[Any]:
+    """An event loop running in a thread of its own; yields a function that runs
+    a coroutine there and returns its result, within a timeout."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="local cluster", daemon=True)
+    thread.start()
+
+    def run(work: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout)
+
+    try:
+        yield run
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WORKERS_LEAVE_TIMEOUT)
+
+
+@contextlib.contextmanager
+def local_cluster(
+    args: argparse.Namespace, layout: Layout, security: Security, log_dir: Path
+) -> Iterator[SchedulerInfo]:
+    """The scheduler and every worker of ``layout``, started; closed on exit."""
+    started: list[Any] = []
+
+    async def start() -> SchedulerInfo:
+        scheduler = await start_scheduler(args, security, local=True)
+        started.append(scheduler)
+        workers = [
+            make_worker(scheduler.address, role, args, security,
+                        log_dir / f"worker-{role.name}.log")
+            for role in layout.workers
+        ]
+        started.extend(workers)
+        try:
+            await asyncio.wait_for(asyncio.gather(*workers), args.startup_timeout)
+        except Exception as e:
+            raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
+        return scheduler_info(scheduler)
+
+    async def stop() -> None:
+        scheduler, *workers = started or [None]
+        await asyncio.gather(*(stop_worker(worker) for worker in workers))
+        if scheduler is not None:
+            await scheduler.close()
+
+    with event_loop_thread() as run:
+        try:
+            yield run(start(), args.startup_timeout + START_TIMEOUT_MARGIN)
+        finally:
+            run(stop(), WORKERS_LEAVE_TIMEOUT * 2)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    layout = local_layout(args)
+    log_dir = make_log_dir(args.log_dir)
+    log_to_file(log_dir / "local.log", args.verbose)
+    for role in layout.roles:
+        preflight(role, args)
+    print("Starting the scheduler", flush=True)
+    credentials = make_credentials(args.tls)
+    with local_cluster(args, layout, security_from(credentials), log_dir) as info:
+        job = Job(args, info, layout, log_dir, credentials)
+        return drive_until_interrupted(job, reads_stdin=True)

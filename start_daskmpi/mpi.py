@@ -1,0 +1,182 @@
+"""MPI, and the only module that imports mpi4py: the world, the few messages
+the ranks exchange (the start, the end), agreement on errors, and a bounded
+exit together.  Everything between the start and the end goes through Dask.
+
+mpi4py is imported inside the functions: importing it initialises MPI, which
+a plan, a local cluster and a nanny's worker process must not do.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .errors import LaunchError, attempt, report
+from .layout import DRIVER_RANK, SCHEDULER_RANK, Node
+
+TAG_START = 1
+TAG_END = 2
+POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
+SIGNAL_GRACE = 8.0  # seconds a rank waits, after SIGINT or SIGTERM, for the driver to end the job
+LEAVE_TIMEOUT = 30.0  # seconds a rank done with its role waits for the others to be done
+# What each MPI launcher tells its processes: world size and rank.
+LAUNCHER_VARIABLES = (
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+    ("PMI_SIZE", "PMI_RANK"),
+    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
+    ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"),
+)
+
+
+def launcher_world(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """(size, rank) as the MPI launcher that started us says, read before MPI
+    is initialised; None when no launcher we know started this process."""
+    for size, rank in LAUNCHER_VARIABLES:
+        if environ.get(size, "").isdigit() and environ.get(rank, "").isdigit():
+            return int(environ[size]), int(environ[rank])
+    return None
+
+
+def mpi_world(environ: Mapping[str, str]) -> Any:
+    """COMM_WORLD when a launcher started several ranks, else None (local mode)."""
+    launched = launcher_world(environ)
+    if launched is None or launched[0] == 1:
+        return None
+    try:
+        import mpi4py
+
+        mpi4py.rc.finalize = False  # exit_together() does, bounded
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as e:
+        raise LaunchError(
+            f"cannot use MPI under this mpirun ({e}): pip install mpi4py, or "
+            "start_daskmpi[mpi] for an MPI of its own"
+        ) from None
+    world = MPI.COMM_WORLD
+    if world.size != launched[0]:
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        raise LaunchError(
+            f"mpirun started {launched[0]} ranks but mpi4py sees {world.size}: mpi4py "
+            f"uses another MPI ({library}); use that MPI's mpirun, or rebuild mpi4py "
+            "for this one (env MPICC=mpicc pip install --no-binary mpi4py mpi4py)"
+        )
+    return world
+
+
+async def receive(world: Any, source: int, tag: int) -> Any:
+    """One message, waited for by polling: a blocking MPI receive would spin a
+    core that the node's workers need."""
+    request = world.irecv(source=source, tag=tag)
+    try:
+        while True:
+            done, message = request.test()
+            if done:
+                return message
+            await asyncio.sleep(POLL_INTERVAL)
+    except asyncio.CancelledError:
+        request.cancel()  # a receive left pending would trouble MPI_Finalize
+        request.wait()
+        raise
+
+
+async def job_end(world: Any) -> int:
+    """The driver's word that the job is over: its exit status.  The launcher
+    sends SIGINT and SIGTERM to every rank, so the driver is ending the job too:
+    after one, wait for its word at most SIGNAL_GRACE seconds."""
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    signaled = asyncio.ensure_future(signals.get())
+    await asyncio.wait([end, signaled], return_when=asyncio.FIRST_COMPLETED)
+    if end.done():
+        signaled.cancel()
+        return end.result()
+    try:
+        return await asyncio.wait_for(end, SIGNAL_GRACE)
+    except TimeoutError:
+        return 128 + signaled.result()
+
+
+def send_to_all(world: Any, message: Any, tag: int) -> None:
+    from mpi4py import MPI
+
+    others = (r for r in range(world.size) if r != world.rank)
+    MPI.Request.waitall([world.isend(message, dest=r, tag=tag) for r in others])
+
+
+def agree(world: Any, error: str | None) -> bool:
+    """True when no rank has an error; rank 0 prints each distinct one once."""
+    errors = world.allgather(error)
+    if world.rank == SCHEDULER_RANK:
+        for message in dict.fromkeys(e for e in errors if e):
+            report(message)
+    return not any(errors)
+
+
+def gather_nodes(world: Any, probe: Callable[[], Node]) -> tuple[list[int], list[Node]] | None:
+    """Each rank's node index and the nodes, in the order of their first rank;
+    None when a node's probe failed (said once, by rank 0).  One rank per node
+    probes: GPU detection is node-wide, and the mask the batch system gave the
+    node's first rank stands for the node."""
+    from mpi4py import MPI
+
+    node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+    mine = (world.rank, *attempt(probe)) if node_comm.rank == 0 else None
+    leader, node, error = node_comm.bcast(mine, root=0)
+    node_comm.Free()
+    if not agree(world, error):
+        return None
+    gathered = world.allgather((leader, node))
+    nodes = dict(gathered)  # leader rank -> node, in the order of first rank
+    leaders = list(nodes)
+    return [leaders.index(leader) for leader, _ in gathered], list(nodes.values())
+
+
+def exit_together(world: Any) -> None:
+    """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
+    waits for every rank, with no bound; and its mpirun kills the ranks not yet
+    finalised as soon as one exits non-zero, then reports the kill instead of
+    the status.  A rank that never comes leaves MPI unfinalised, and mpirun
+    ends the job."""
+    from mpi4py import MPI
+
+    done = world.Ibarrier()
+    deadline = time.monotonic() + LEAVE_TIMEOUT
+    while not done.Test() and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)
+    if done.Test():
+        MPI.Finalize()
+
+
+@contextlib.contextmanager
+def hard_exit_ends_the_job(world: Any) -> Iterator[None]:
+    """Make the script's ``os._exit(n)`` end the job with status n, as it ends
+    ``python script.py``: mpirun would see the driver vanish, kill the other
+    ranks and report a signal.  The other ranks are told first, and exit with
+    it; a forked child's ``os._exit`` stays the plain one."""
+    plain_exit, driver = os._exit, os.getpid()
+
+    def end_job_and_exit(status: int) -> None:
+        if os.getpid() == driver:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            send_to_all(world, status, TAG_END)
+            exit_together(world)
+            # exit(3), not _exit(2): MPICH's exit handlers must run for its
+            # mpirun to count this rank's end as clean.
+            ctypes.CDLL(None).exit(status)
+        plain_exit(status)
+
+    os._exit = end_job_and_exit
+    try:
+        yield
+    finally:
+        os._exit = plain_exit

@@ -1,0 +1,242 @@
+"""The command line: every option, its check, and its help text."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dask.utils import parse_bytes, parse_timedelta
+
+from .errors import LaunchError
+from .gpus import VENDORS
+from .places import (
+    DEFAULT_DASHBOARD_ADDRESS,
+    DEFAULT_JUPYTER_PORT,
+    DEFAULT_SCHEDULER_PORT,
+    NODE_SCRATCH,
+    parse_host_port,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit on every rank
+        raise LaunchError(f"{message} (see --help)")
+
+
+def _integer(low: int, high: int, expected: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
+
+
+_positive_int = _integer(1, sys.maxsize, "a positive integer")
+_count = _integer(0, sys.maxsize, "0 or more")
+_port = _integer(0, 65535, "a port number, 0-65535")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = parse_timedelta(text, default="seconds")
+    except (ValueError, KeyError):  # KeyError: dask's word for an unknown unit
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 60, 90s or 2m, got {text!r}")
+    return value
+
+
+def _memory_limit(text: str) -> str:
+    """What Dask's memory_limit takes: 'auto', a fraction or count, or bytes like 80GB."""
+    try:
+        if text == "auto" or float(text) >= 0:
+            return text
+    except ValueError:
+        with contextlib.suppress(ValueError):
+            parse_bytes(text)
+            return text
+    raise argparse.ArgumentTypeError(
+        f"expected bytes such as 80GB, a fraction such as 0.5, auto or 0, got {text!r}"
+    )
+
+
+def _host_port(text: str) -> str:
+    try:
+        parse_host_port(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="start_daskmpi.py",
+        description=(
+            "Start a Dask cluster with MPI (rank 0: scheduler and dashboard, rank 1: "
+            "your script, every other rank: one worker per GPU) and run SCRIPT, or "
+            "JupyterLab, on it. Without mpirun, a local cluster of the same shape does."
+        ),
+        epilog=(
+            "Ranks needed: the node's GPUs + 2 on the first node, its GPUs on the others "
+            "(e.g. mpirun -np 10 for one node of 8 GPUs). Dask's config files and DASK_* "
+            "variables apply as usual."
+        ),
+    )
+    parser.add_argument(
+        "script", nargs="?",
+        help="Python script to run on the cluster; without one, JupyterLab runs on it "
+        "until you type 'stop'",
+    )
+    parser.add_argument(
+        "script_args", nargs=argparse.REMAINDER, metavar="...", help="arguments for SCRIPT"
+    )
+    add_worker_options(parser.add_argument_group("workers"))
+    add_network_options(parser.add_argument_group("network"))
+    add_run_options(parser.add_argument_group("run"))
+    add_plan_options(parser.add_argument_group(
+        "plan", "print which rank does what, and the launch line that fits, without MPI"
+    ))
+    return parser
+
+
+def add_switch(group: Any, name: str, help: str) -> None:
+    """--NAME, on by default, and --no-NAME."""
+    group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=True, help=help)
+
+
+def add_worker_options(group: Any) -> None:
+    group.add_argument(
+        "--nthreads", type=_positive_int, metavar="N",
+        help="threads per worker (default: 1 per GPU worker; CPU workers share the node's cores)",
+    )
+    group.add_argument(
+        "--memory-limit", type=_memory_limit, default="auto", metavar="LIMIT",
+        help="memory per worker: bytes (80GB), a fraction of the node, 0 for none, "
+        "or auto: the node's memory shared among its workers (default)",
+    )
+    group.add_argument(
+        "--local-directory", metavar="DIR",
+        help="node-local scratch for spilling (default: first writable of $TMPDIR, "
+        f"the site's scratch, {', '.join(NODE_SCRATCH)}, /tmp)",
+    )
+    add_switch(
+        group, "nanny",
+        "run each worker behind a nanny that restarts it if it dies (default); "
+        "--no-nanny runs it in its rank's process: a faster start, but a dead worker "
+        "ends the job",
+    )
+    group.add_argument(
+        "--gpus-per-node", type=_count, metavar="N",
+        help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
+    )
+    group.add_argument(
+        "--rmm-pool-size", metavar="SIZE",
+        help="GPU workers allocate from an RMM pool of this size, e.g. 70GB or 0.9 of "
+        "the GPU (dask-cuda and rmm)",
+    )
+    group.add_argument(
+        "--device-memory-limit", metavar="LIMIT",
+        help="GPU memory a worker fills before it spills to host memory, then disk, "
+        "e.g. 60GB or 0.8 (dask-cuda; default: dask-cuda's)",
+    )
+    group.add_argument(
+        "--gpu-vendor", choices=sorted(VENDORS),
+        help="whose GPUs to pin workers to, by CUDA_VISIBLE_DEVICES (nvidia), "
+        "ROCR_VISIBLE_DEVICES (amd) or ZE_AFFINITY_MASK (intel) (default: the maker whose "
+        "mask the batch system set, else whose GPUs are found)",
+    )
+    group.add_argument(
+        "--require-gpu", action="store_true",
+        help="fail at once, rather than run CPU workers, where a node has no GPU or no CuPy",
+    )
+
+
+def add_network_options(group: Any) -> None:
+    group.add_argument(
+        "--interface", metavar="NAME", help="network interface to use, e.g. ib0, hsn0, lo"
+    )
+    add_switch(
+        group, "tls",
+        "encrypt and authenticate every connection with a certificate made for this "
+        "job and shared over MPI (default): only your processes can use the cluster. "
+        "--no-tls for UCX or debugging, on a machine where you trust everyone",
+    )
+    group.add_argument(
+        "--protocol", metavar="NAME",
+        help="Dask comm protocol with --no-tls, e.g. tcp or ucx (with TLS: tls)",
+    )
+    group.add_argument(
+        "--scheduler-port", type=_port, metavar="PORT",
+        help=f"scheduler port (default {DEFAULT_SCHEDULER_PORT}, or the next free one)",
+    )
+    group.add_argument(
+        "--dashboard-address", type=_host_port, metavar="[HOST]:PORT",
+        help=f"dashboard [host]:port (default {DEFAULT_DASHBOARD_ADDRESS}, "
+        "or the next free port; a bare PORT is on 127.0.0.1; the SSH tunnel reaches localhost)",
+    )
+    group.add_argument(
+        "--jupyter-port", type=_port, metavar="PORT",
+        help=f"JupyterLab's port, with no script (default {DEFAULT_JUPYTER_PORT}, or the next "
+        "free one); JupyterLab listens on 127.0.0.1 only",
+    )
+    group.add_argument(
+        "--ssh-hops", metavar="HOPS",
+        help="comma-separated SSH hops from your machine to the compute node, for the "
+        "printed tunnel command (default: the site's login chain, or USER@this host)",
+    )
+
+
+def add_run_options(group: Any) -> None:
+    group.add_argument(
+        "--scheduler-file", metavar="FILE",
+        help="write the scheduler's address here, for other clients",
+    )
+    group.add_argument(
+        "--log-dir", type=Path, metavar="DIR",
+        help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
+    )
+    group.add_argument(
+        "--startup-timeout", type=_seconds, default=120.0, metavar="SECONDS",
+        help="seconds to wait for every worker to register (default 120)",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="show Dask's INFO logs here too"
+    )
+
+
+def add_plan_options(group: Any) -> None:
+    group.add_argument("--plan", action="store_true", help="print the layout plan and exit")
+    group.add_argument(
+        "--launch-command", action="store_true",
+        help="print only the launch command that fits this job and this machine's MPI "
+        "(srun in a Slurm job), as a batch script runs it, and exit",
+    )
+    group.add_argument("--nodes", type=_positive_int, default=1, metavar="N",
+                       help="nodes in the job (default 1)")
+    group.add_argument("-np", "--ranks", type=_positive_int, metavar="N",
+                       help="ranks mpirun would start (default: the count that fits)")
+    group.add_argument("--hostfile", metavar="FILE",
+                       help="the job's node file, for the launch lines (default: $NODEFILE)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; raise LaunchError with one line for a bad one."""
+    args = build_parser().parse_args(argv)
+    planning = args.plan or args.launch_command
+    if not planning and (args.ranks or args.nodes != 1 or args.hostfile):
+        raise LaunchError(
+            "-np, --nodes and --hostfile describe a job for --plan: add --plan, or drop them"
+        )
+    if args.tls and args.protocol not in (None, "tls"):
+        raise LaunchError(
+            f"--protocol {args.protocol} carries no TLS: add --no-tls to use it (see --help)"
+        )
+    return args

@@ -1,0 +1,138 @@
+"""Where things go on a node: free ports for the scheduler, dashboard and
+JupyterLab; the node-local scratch; the run's log folder."""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .errors import LaunchError
+from .sites import Site, this_site
+
+DEFAULT_SCHEDULER_PORT = 8786
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
+DEFAULT_JUPYTER_PORT = 7787
+PORT_SEARCH_SPAN = 100
+# Where a batch system keeps the job id, which names the run's log folder.
+JOB_ID_VARIABLES = ("COBALT_JOBID", "PBS_JOBID", "SLURM_JOB_ID", "LSB_JOBID", "FLUX_JOB_ID")
+# Node-local scratch on the machines we know, tried after $TMPDIR and before /tmp.
+NODE_SCRATCH = ("/local/scratch", "/raid/scratch")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Tornado binds with SO_REUSEADDR, so a port in TIME_WAIT is free to it too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(
+    requested: int | None,
+    default: int,
+    is_free: Callable[[int], bool],
+    option: str,
+) -> int:
+    """An explicit port must be free; a default one that is taken (another user
+    on a shared node) gives way to the next free port above it, else any."""
+    if requested is not None:
+        if requested and not is_free(requested):
+            raise LaunchError(
+                f"port {requested} of {option} is already in use on this node: "
+                f"choose another, or leave {option} out to take a free one"
+            )
+        return requested
+    for port in range(default, min(default + PORT_SEARCH_SPAN, 65536)):
+        if is_free(port):
+            return port
+    return 0
+
+
+def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' (every interface), '[IPv6]:PORT', or a bare 'PORT'
+    (on ``default_host``, as the dask CLI's bare port is on its default host)."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = default_host
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected [HOST]:PORT with a port 0-65535, got {text!r}")
+    return host, int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def dashboard_address(requested: str | None, is_free: Callable[[str, int], bool]) -> str:
+    host, port = parse_host_port(requested or DEFAULT_DASHBOARD_ADDRESS)
+    requested_port = port if requested is not None else None
+    chosen = choose_port(
+        requested_port, port, lambda p: is_free(host, p), "--dashboard-address"
+    )
+    return join_host_port(host, chosen)
+
+
+def is_writable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def default_local_directory(
+    environ: Mapping[str, str],
+    site: Site | None = None,
+    is_writable: Callable[[str], bool] = is_writable_dir,
+) -> str:
+    """Node-local scratch for spilling: $TMPDIR (batch systems point it at the
+    node's own disk), the site's scratch, the usual places, /tmp."""
+    user = environ.get("USER", "")
+    scratch = [path.format(user=user) for path in site.scratch] if site else []
+    candidates = [environ.get("TMPDIR", ""), *scratch, *NODE_SCRATCH, "/tmp"]
+    return next((path for path in candidates if path and is_writable(path)), "/tmp")
+
+
+def local_directory(option: str | None) -> str:
+    """--local-directory, else the default; the site is looked up only then."""
+    return option or default_local_directory(os.environ, this_site())
+
+
+def default_log_dir(environ: Mapping[str, str], home: Path, now: datetime.datetime) -> Path:
+    job = next((environ[v] for v in JOB_ID_VARIABLES if environ.get(v)), None)
+    name = job.replace("/", "_") if job else now.strftime("%Y%m%d-%H%M%S")
+    return home / "dask_logs" / name
+
+
+def make_log_dir(requested: Path | None) -> Path:
+    """Create the run's log folder, user-only: the logs name every address of
+    the cluster.  A default folder that exists already (a second run in the
+    same job) gets a numbered sibling instead of mixing two runs' logs."""
+    if requested is not None:
+        path = requested.expanduser()
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise LaunchError(f"cannot create --log-dir {path}: {e.strerror}") from None
+        if not is_writable_dir(str(path)):
+            raise LaunchError(f"--log-dir {path} is not writable: choose another folder")
+        return path
+    base = default_log_dir(os.environ, Path.home(), datetime.datetime.now())
+    for attempt in range(1000):
+        path = base if attempt == 0 else base.with_name(f"{base.name}.{attempt}")
+        try:
+            path.mkdir(mode=0o700, parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise LaunchError(
+                f"cannot create the log folder {path}: {e.strerror}; use --log-dir"
+            ) from None
+    raise LaunchError(f"too many log folders named {base}.*: clean them up or use --log-dir")

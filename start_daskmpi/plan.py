@@ -1,0 +1,49 @@
+"""--plan and --launch-command: a job's layout and launch lines, worked out
+without MPI from one node like this one."""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+from collections.abc import Mapping
+from dataclasses import replace
+
+from .launchers import LAUNCHERS, launch_command
+from .layout import MIN_WORLD_SIZE, Node, block_placement, describe_layout, plan_layout
+
+
+def ranks_per_node(args: argparse.Namespace, node: Node) -> int:
+    """Launchers place the same count on every node: with GPUs, the GPUs + 2
+    that the first node needs (2 idle on the others); else -np spread evenly."""
+    if node.gpus:
+        return len(node.gpus) + 2
+    return max(MIN_WORLD_SIZE, math.ceil((args.ranks or 0) / args.nodes))
+
+
+def plan_report(args: argparse.Namespace, node: Node) -> str:
+    """The layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
+    nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
+    per_node = ranks_per_node(args, node)
+    ranks = args.ranks or args.nodes * per_node
+    layout = plan_layout(block_placement(ranks, args.nodes), nodes)
+    gpus = f"{len(node.gpus)} GPU(s)" if node.gpus else "no GPU (CPU workers)"
+    lines = [f"{ranks} ranks on {args.nodes} node(s) of {gpus}, placed in blocks:"]
+    lines += [f"    {line}" for line in describe_layout(layout)]
+    lines += [f"    note: {note}" for note in layout.notes]
+    if node.gpus:
+        lines.append(f"Launch lines that give every GPU a worker ({per_node} ranks a node):")
+    else:
+        lines.append(f"Launch lines for {per_node} ranks a node:")
+    script = shlex.join([args.script, *args.script_args]) if args.script else "your_script.py"
+    hostfile = (args.hostfile or "$NODEFILE") if args.nodes > 1 else None
+    for launcher in LAUNCHERS:
+        words = launcher.command(args.nodes * per_node, per_node, hostfile)
+        lines.append(f"    {launcher.name}: {' '.join(words)} python start_daskmpi.py {script}")
+    return "\n".join(lines)
+
+
+def launch_report(args: argparse.Namespace, node: Node, environ: Mapping[str, str]) -> str:
+    """--launch-command: the one command, shell-quoted, that starts this job here."""
+    per_node = ranks_per_node(args, node)
+    total = args.ranks or args.nodes * per_node
+    return shlex.join(launch_command(total, per_node, args.hostfile, environ))

@@ -1,0 +1,204 @@
+"""One function per role under mpirun: the scheduler, the driver, a worker, an
+idle rank; and run_rank, which agrees on the layout and gives this rank its own.
+
+Ranks talk over MPI only at the start (the layout, the credentials, the
+scheduler's address) and at the end (the driver's exit status).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from distributed import Scheduler, Security
+from distributed.system import MEMORY_LIMIT
+
+from .checks import preflight
+from .driver import Job, drive_until_interrupted
+from .errors import LaunchError, attempt, report
+from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
+from .layout import (
+    MIN_WORLD_SIZE,
+    SCHEDULER_RANK,
+    Layout,
+    Role,
+    describe_layout,
+    plan_layout,
+    world_too_small,
+)
+from .logs import log_to_file
+from .mpi import (
+    POLL_INTERVAL,
+    TAG_END,
+    TAG_START,
+    agree,
+    gather_nodes,
+    hard_exit_ends_the_job,
+    job_end,
+    receive,
+    send_to_all,
+)
+from .node import this_node
+from .places import make_log_dir
+from .security import make_credentials, security_from
+from .servers import (
+    WORKERS_LEAVE_TIMEOUT,
+    describe,
+    make_worker,
+    report_failure,
+    scheduler_info,
+    start_scheduler,
+    stop_worker,
+)
+
+logger = logging.getLogger("start_daskmpi")
+
+
+async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
+    """Await ``work`` unless the driver ends the job first; True if it finished.
+    The job can end while a worker still starts (another one failed)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait([end, task], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raise what it raised
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
+    """Wait for the workers, told by their ranks to close, to say goodbye: a
+    scheduler that closes first cuts their streams mid-goodbye."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while scheduler.workers and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def serve_scheduler(world: Any, args: argparse.Namespace, security: Security) -> int:
+    try:
+        scheduler = await start_scheduler(args, security)
+    except LaunchError as e:
+        report(str(e))
+        send_to_all(world, (None, str(e)), TAG_START)
+        return 2
+    end = asyncio.ensure_future(job_end(world))
+    if args.script is None:
+        loop = asyncio.get_running_loop()
+        watch_stdin(lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop"))
+    async with scheduler:
+        send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
+        await unless_ended(end, scheduler.finished())
+        await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
+    return await end
+
+
+async def serve_worker(
+    world: Any, args: argparse.Namespace, role: Role, log_file: Path, security: Security
+) -> int:
+    info, error = await receive(world, SCHEDULER_RANK, TAG_START)
+    if error is not None:
+        return 2
+    end = asyncio.ensure_future(job_end(world))
+    server = make_worker(info.address, role, args, security, log_file)
+    try:
+        if await unless_ended(end, server):  # each kind of server starts when awaited
+            await unless_ended(end, server.finished())
+    except Exception as e:
+        # Distributed has logged why; tell the driver, which is waiting for this worker.
+        logger.info("worker %s failed", role.name, exc_info=True)
+        await report_failure(
+            info.address,
+            f"worker {role.name} (rank {role.rank}) failed: {describe(e)}",
+            security,
+        )
+    finally:
+        await stop_worker(server)
+    return await end
+
+
+async def stay_idle(world: Any) -> int:
+    _, error = await receive(world, SCHEDULER_RANK, TAG_START)
+    if error is not None:
+        return 2
+    return await job_end(world)
+
+
+def serve_driver(
+    world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path, credentials: Any
+) -> int:
+    print("Starting the scheduler", flush=True)
+    info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
+    if error is not None:
+        return 2
+    code = 1
+    try:
+        with hard_exit_ends_the_job(world):
+            job = Job(args, info, layout, log_dir, credentials)
+            code = drive_until_interrupted(job, reads_stdin=False)
+    finally:
+        send_to_all(world, code, TAG_END)  # every rank waits for this word
+    return code
+
+
+def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
+    """Every rank's role, agreed by all; None when a node cannot host the plan."""
+    found = gather_nodes(
+        world,
+        lambda: this_node(args.gpus_per_node, args.require_gpu, args.gpu_vendor,
+                          memory=MEMORY_LIMIT),
+    )
+    if found is None:
+        return None
+    rank_nodes, nodes = found
+    return plan_layout(rank_nodes, nodes, nthreads=args.nthreads, memory_limit=args.memory_limit)
+
+
+def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
+    """Open this rank's log and check what its role needs; return the log file
+    its worker process (if any) writes."""
+    try:
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # node-local --log-dir
+        log_to_file(log_dir / f"rank{role.rank}-{role.kind}.log", args.verbose)
+    except OSError as e:
+        raise LaunchError(f"cannot write logs to {log_dir} on {role.host}: {e.strerror}") from None
+    preflight(role, args)
+    return log_dir / f"rank{role.rank}-worker-process.log"
+
+
+def run_rank(world: Any, args: argparse.Namespace) -> int:
+    if world.size < MIN_WORLD_SIZE:
+        if world.rank == SCHEDULER_RANK:
+            report(world_too_small(world.size))
+        return 2
+    layout = agree_on_layout(world, args)
+    if layout is None:
+        return 2
+    made = None
+    if world.rank == SCHEDULER_RANK:
+        log_dir, error = attempt(make_log_dir, args.log_dir)
+        credentials, tls_error = attempt(make_credentials, args.tls)
+        made = log_dir, credentials, error or tls_error
+    log_dir, credentials, error = world.bcast(made, root=SCHEDULER_RANK)
+    if not agree(world, error):
+        return 2
+    security = security_from(credentials)
+    role = layout.roles[world.rank]
+    worker_log, error = attempt(prepare_rank, role, args, log_dir)
+    if not agree(world, error):
+        return 2
+    if args.verbose and world.rank == SCHEDULER_RANK:
+        print("\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))]))
+    logger.info("rank %d on %s: %s", world.rank, role.host, role)
+    if role.kind == "scheduler":
+        return asyncio.run(serve_scheduler(world, args, security))
+    if role.kind == "driver":
+        return serve_driver(world, args, layout, log_dir, credentials)
+    if role.kind == "worker":
+        return asyncio.run(serve_worker(world, args, role, worker_log, security))
+    return asyncio.run(stay_idle(world))

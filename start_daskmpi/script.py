@@ -1,0 +1,79 @@
+"""The user's script, run as ``python script.py`` runs it (its argv, its folder
+on sys.path, its exit status and traceback), and the interrupts that end it
+early: Ctrl-C, SIGTERM, a scheduler gone for good."""
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import report
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a walltime, a kill), raised in the driver as Ctrl-C raises
+    KeyboardInterrupt, so that the script's ``finally`` blocks run."""
+
+
+class SchedulerLost(KeyboardInterrupt):
+    """Raised in the driver, as a signal is, once its scheduler has gone for good."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def announce_interrupt(error: KeyboardInterrupt) -> int:
+    """Say what ended the run; return 128 + the signal, as a shell reports it."""
+    if isinstance(error, SchedulerLost):
+        report(str(error))
+        return 1
+    signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    print(f"\nInterrupted ({signum.name}): stopping Dask", flush=True)
+    return 128 + signum
+
+
+def exit_status(code: object) -> int:
+    """The status ``sys.exit(code)`` gives a process, as the interpreter computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def frames_from(tb: Any, filename: str) -> Any:
+    """The traceback from the script's first frame on, as ``python script.py``
+    shows it, without the launcher's and runpy's frames above it."""
+    start = tb
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            return tb
+        tb = tb.tb_next
+    return start
+
+
+def run_script(path: str, script_args: Sequence[str]) -> int:
+    """Run ``path`` as ``__main__`` with its own argv and folder on sys.path;
+    return the exit status ``python path`` would have."""
+    script = os.path.abspath(path)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [path, *script_args]
+    sys.path.insert(0, os.path.dirname(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        return exit_status(e.code)
+    except KeyboardInterrupt as e:
+        return announce_interrupt(e)
+    except BaseException as e:
+        traceback.print_exception(type(e), e, frames_from(e.__traceback__, script))
+        return 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0

@@ -1,0 +1,234 @@
+"""The Dask servers each role runs, built the same way under mpirun and in a
+local cluster: the scheduler, and a worker per GPU (dask-cuda's where it
+applies, else distributed's, behind a nanny unless --no-nanny)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import importlib.util
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from distributed import Nanny, Scheduler, Security, Worker
+from distributed.core import rpc
+
+from .errors import LaunchError
+from .gpus import uses_dask_cuda
+from .layout import Role
+from .logs import log_to_file
+from .network import listen_host
+from .node import short_hostname
+from .places import (
+    DEFAULT_SCHEDULER_PORT,
+    choose_port,
+    dashboard_address,
+    local_directory,
+    port_is_free,
+)
+
+logger = logging.getLogger("start_daskmpi")
+
+FAILURES_TOPIC = "start_daskmpi-failures"  # scheduler event topic for workers that failed to start
+STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver gave up
+WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
+PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when another took it
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    """What the scheduler's rank tells the others once it listens."""
+
+    address: str
+    host: str
+    fqdn: str
+    dashboard_port: int | None
+
+
+class NannyWorker(Worker):
+    """The worker a nanny spawns: the first code of ours in that process.
+
+    It logs to ``log_file`` (the process re-imports distributed, whose logging
+    goes to stderr), and leaves SIGINT and SIGTERM, which mpirun sends its ranks'
+    whole process groups, to the nanny, which closes it in order (and would
+    restart it, were it killed by them).
+    """
+
+    def __init__(self, *args: Any, log_file: str, verbose: bool, **kwargs: Any) -> None:
+        log_to_file(log_file, verbose)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        super().__init__(*args, **kwargs)
+
+
+def comm_protocol(args: argparse.Namespace) -> str | None:
+    return "tls" if args.tls else args.protocol
+
+
+def scheduler_options(args: argparse.Namespace, local: bool, security: Security) -> dict[str, Any]:
+    host = listen_host(args.interface, local)
+    port = choose_port(
+        args.scheduler_port, DEFAULT_SCHEDULER_PORT,
+        lambda p: port_is_free(host, p), "--scheduler-port",
+    )
+    return dict(
+        host=host if local and not args.interface else None,
+        port=port,
+        interface=args.interface,
+        protocol=comm_protocol(args),
+        security=security,
+        # Both defaults may give way to the same next port: the dashboard takes another.
+        dashboard_address=dashboard_address(
+            args.dashboard_address, lambda h, p: p != port and port_is_free(h, p)
+        ),
+        scheduler_file=args.scheduler_file,
+    )
+
+
+def worker_options(role: Role, args: argparse.Namespace, security: Security) -> dict[str, Any]:
+    return dict(
+        name=role.name,
+        nthreads=role.nthreads,
+        memory_limit=role.memory_limit,
+        resources={"GPU": 1} if role.gpu is not None else None,
+        local_directory=local_directory(args.local_directory),
+        interface=args.interface,
+        protocol=comm_protocol(args),
+        security=security,
+        # The worker's own HTTP server only serves metrics; keep it off the network.
+        dashboard_address="127.0.0.1:0",
+        # Past the driver's own wait, so that the driver names the missing workers.
+        death_timeout=args.startup_timeout + STARTUP_MARGIN,
+    )
+
+
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """``variables`` in os.environ for the block, as they were after it."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def make_worker(
+    address: str, role: Role, args: argparse.Namespace, security: Security, log_file: Path
+) -> Any:
+    """``role``'s worker, not yet started (each kind starts when awaited).
+
+    The one place that pins a worker to its GPU, as each kind needs it."""
+    options = worker_options(role, args, security)
+    if not args.nanny:
+        # It runs in this process, which holds its GPU from now on.
+        os.environ.update(role.environment())
+        return Worker(address, **options)
+    process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose)
+    if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
+        # The nanny gives it to each worker process it spawns, the first or a restart.
+        return Nanny(address, **options, **process, env=role.environment())
+    from dask_cuda import CUDAWorker
+
+    resources = options.pop("resources")  # it takes them as its command line does
+    # dask-cuda reads the GPUs to serve from this process's environment, at once:
+    # one nanny, for this role's GPU, which it gives to that nanny's processes.
+    with environment(role.environment()):
+        return CUDAWorker(
+            address,
+            **options,
+            **process,
+            resources=",".join(f"{name}={count}" for name, count in resources.items()),
+            rmm_pool_size=args.rmm_pool_size,
+            # Without this, CuPy keeps allocating from its own pool, not RMM's.
+            rmm_allocator_external_lib_list=["cupy"] if args.rmm_pool_size else None,
+            device_memory_limit=args.device_memory_limit or "default",
+        )
+
+
+async def stop_worker(server: Any) -> None:
+    """Close a worker of make_worker's, started or not.  A start cut short
+    leaves a nanny "starting": its close may then assert, or leave the worker
+    process running, which ignores SIGTERM: kill that process."""
+    nannies = getattr(server, "nannies", [server])  # dask-cuda's worker is nannies
+    # Taken before the close: psutil then never mistakes a reused pid for ours.
+    processes = []
+    for nanny in nannies:
+        with contextlib.suppress(psutil.Error):
+            if isinstance(nanny, Nanny) and nanny.pid:
+                processes.append(psutil.Process(nanny.pid))
+    with contextlib.suppress(Exception):
+        if isinstance(server, Worker):  # a task still running is abandoned, not awaited
+            await server.close(executor_wait=False)
+        else:
+            await server.close()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=WORKERS_LEAVE_TIMEOUT)
+
+
+async def start_scheduler(
+    args: argparse.Namespace, security: Security, local: bool = False
+) -> Scheduler:
+    """The scheduler on the port chosen for it.  Another launcher starting on this
+    node at the same moment may bind a default port between our choice and our
+    bind: then the next free port."""
+    for _ in range(PORT_RACE_ATTEMPTS):
+        options = scheduler_options(args, local, security)
+        try:
+            return await Scheduler(**options)
+        except Exception as e:
+            cause = e.__cause__ or e
+            raced = getattr(cause, "errno", None) == errno.EADDRINUSE
+            if not raced or args.scheduler_port is not None:
+                raise LaunchError(f"the scheduler failed to start: {cause}") from None
+    raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
+
+
+def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
+    # Without bokeh the HTTP server still runs, but serves no dashboard.
+    has_dashboard = importlib.util.find_spec("bokeh") is not None
+    return SchedulerInfo(
+        address=scheduler.address,
+        host=short_hostname(),
+        fqdn=socket.getfqdn(),
+        dashboard_port=scheduler.identity()["services"].get("dashboard") if has_dashboard
+        else None,
+    )
+
+
+async def report_failure(address: str, message: str, security: Security) -> None:
+    """Post ``message`` in the scheduler's event log, where the driver looks.
+    Not an MPI message: one the driver never received would break MPI_Finalize."""
+    try:
+        connection_args = security.get_connection_args("worker")
+        async with rpc(address, timeout=10, connection_args=connection_args) as scheduler:
+            await scheduler.log_event(topic=FAILURES_TOPIC, msg=message)
+    except OSError:
+        logger.warning("could not tell the scheduler: %s", message)
+
+
+def describe(error: BaseException) -> str:
+    """The first cause of a failed start: distributed wraps it ("Nanny failed to
+    start") and may raise more while cleaning up."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return "it did not start in time"
+    first = chain[-1]
+    return f"{type(first).__name__}: {first}"

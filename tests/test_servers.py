@@ -1,0 +1,104 @@
+"""The servers each role makes, without starting them: the GPU pin, the
+nanny's worker class and log, the one rule for dask-cuda's options."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+from distributed import Nanny, Security, Worker
+
+from start_daskmpi.checks import check_dask_cuda
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.gpus import uses_dask_cuda
+from start_daskmpi.layout import Role
+from start_daskmpi.options import parse_args
+from start_daskmpi.servers import NannyWorker, environment, make_worker
+
+GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
+AMD_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30, pin="ROCR_VISIBLE_DEVICES")
+CPU_WORKER = Role(2, "worker", "n", "n-cpu0", None, 2, 2**30)
+
+
+def made(role: Role, argv: list[str], tmp_path: Path):
+    args = parse_args([*argv, "--local-directory", str(tmp_path)])
+
+    async def construct():
+        return make_worker("tcp://127.0.0.1:1", role, args, Security(), tmp_path / "w.log")
+
+    return asyncio.run(construct())
+
+
+def test_a_nanny_gives_its_worker_process_the_pin_and_the_log(tmp_path):
+    nanny = made(GPU_WORKER, [], tmp_path)
+    assert isinstance(nanny, Nanny)
+    assert nanny.env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert nanny.Worker is NannyWorker
+    assert nanny.worker_kwargs["log_file"] == str(tmp_path / "w.log")
+    assert nanny.resources == {"GPU": 1}
+
+
+def test_another_makers_pin_is_its_own_variable(tmp_path):
+    nanny = made(AMD_WORKER, [], tmp_path)
+    assert nanny.env["ROCR_VISIBLE_DEVICES"] == "3" and "CUDA_VISIBLE_DEVICES" not in nanny.env
+
+
+def test_a_cpu_worker_has_no_pin_and_no_gpu_resource(tmp_path):
+    nanny = made(CPU_WORKER, [], tmp_path)
+    assert "CUDA_VISIBLE_DEVICES" not in nanny.env and not nanny.resources
+
+
+def test_without_a_nanny_this_process_holds_the_gpu(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    worker = made(GPU_WORKER, ["--no-nanny"], tmp_path)
+    assert type(worker) is Worker and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_environment_is_restored(monkeypatch):
+    monkeypatch.setenv("A_VARIABLE", "before")
+    monkeypatch.delenv("B_VARIABLE", raising=False)
+    with environment({"A_VARIABLE": "x", "B_VARIABLE": "y"}):
+        assert os.environ["A_VARIABLE"] == "x" and os.environ["B_VARIABLE"] == "y"
+    assert os.environ["A_VARIABLE"] == "before" and "B_VARIABLE" not in os.environ
+
+
+@pytest.fixture
+def dask_cuda_installed(monkeypatch):
+    """As if dask-cuda and RMM were installed (they need a GPU's CUDA)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: object() if name in ("dask_cuda", "rmm") else real(name, *a),
+    )
+
+
+def test_one_rule_for_dask_cuda(dask_cuda_installed):
+    assert uses_dask_cuda("3", "CUDA_VISIBLE_DEVICES", nanny=True)
+    assert not uses_dask_cuda("3", "CUDA_VISIBLE_DEVICES", nanny=False)
+    assert not uses_dask_cuda(None, "CUDA_VISIBLE_DEVICES", nanny=True)
+    assert not uses_dask_cuda("3", "ROCR_VISIBLE_DEVICES", nanny=True)
+
+
+@pytest.mark.parametrize("role, argv, words", [
+    (CPU_WORKER, ["--rmm-pool-size", "1GB"], "the workers on n run on the CPU"),
+    (AMD_WORKER, ["--device-memory-limit", "0.8"], "pinned by ROCR_VISIBLE_DEVICES"),
+    (GPU_WORKER, ["--no-nanny", "--rmm-pool-size", "1GB"], "drop --no-nanny"),
+])
+def test_dask_cuda_options_where_no_dask_cuda_worker_runs_are_an_error(
+    dask_cuda_installed, role, argv, words
+):
+    with pytest.raises(LaunchError, match=words):
+        check_dask_cuda(role, parse_args(argv))
+
+
+def test_dask_cuda_options_on_an_nvidia_gpu_pass(dask_cuda_installed):
+    check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+
+
+def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
+    if importlib.util.find_spec("dask_cuda") is not None:
+        pytest.skip("dask-cuda is installed here")
+    with pytest.raises(LaunchError, match="comes from dask-cuda: pip install dask-cuda"):
+        check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
