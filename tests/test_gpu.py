@@ -89,14 +89,17 @@ def test_cupy_test_runs_its_gpu_part(tmp_path):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
 @needs("dask_cuda", "rmm")
-def test_dask_cuda_options_reach_the_worker(tmp_path):
-    run = launch_on_gpus(
-        tmp_path,
-        ["--interface", "lo", "--rmm-pool-size", "2GB", "--device-memory-limit", "1GB",
-         str(SCRIPTS / "dask_cuda_on_worker.py")],
-    )
+@pytest.mark.parametrize("under_mpirun", [True, False], ids=["mpirun", "local"])
+def test_dask_cuda_options_reach_the_worker(tmp_path, under_mpirun):
+    """Under mpirun and in local mode alike: the same dask-cuda workers, logging
+    to their own files."""
+    if under_mpirun and mpirun() is None:
+        pytest.skip("no mpirun")
+    args = ["--log-dir", str(tmp_path / "logs"), "--interface", "lo",
+            "--rmm-pool-size", "2GB", "--device-memory-limit", "1GB",
+            str(SCRIPTS / "dask_cuda_on_worker.py")]
+    run = launch(args, np=GPUS + 2 if under_mpirun else None, timeout=150)
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     (line,) = [s for s in run.stdout.splitlines() if s.startswith("DASKCUDA ")]
     workers = list(json.loads(line.removeprefix("DASKCUDA ")).values())
@@ -106,6 +109,9 @@ def test_dask_cuda_options_reach_the_worker(tmp_path):
         assert seen["allocator"] == "rmm_cupy_allocator"
         assert seen["store"] == "DeviceHostFile"  # device -> host -> disk spilling
         assert seen["sum"] == 10**6
+    pattern = "rank*-worker-process.log" if under_mpirun else "worker-*.log"
+    logs = sorted((tmp_path / "logs").glob(pattern))
+    assert len(logs) == GPUS and all("Start worker at" in log.read_text() for log in logs)
 
 
 @pytest.mark.timeout(180)

@@ -2,6 +2,7 @@
 neither distributed nor mpi4py; classes that pickle under their own module."""
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -14,9 +15,14 @@ PURE = ["banners", "errors", "gpus", "launchers", "layout", "node", "options", "
         "plan", "sites", "network", "script"]
 
 
+# The GPUs a plan sees, the same on a laptop and on a GPU node.
+FOUR_GPUS = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+
+
 def python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=FOUR_GPUS,
     )
 
 
@@ -47,7 +53,7 @@ def test_the_entry_script_and_the_module_run_the_same_main(command, tmp_path):
     """From any folder: the entry script finds the package beside it."""
     done = subprocess.run(
         [*command, "--plan", "--gpus-per-node", "2"], capture_output=True, text=True,
-        cwd=tmp_path if command[1] != "-m" else ROOT, timeout=120,
+        cwd=tmp_path if command[1] != "-m" else ROOT, timeout=120, env=FOUR_GPUS,
     )
     assert done.returncode == 0, done
     assert done.stdout.startswith("4 ranks on 1 node(s) of 2 GPU(s), placed in blocks:")

@@ -22,6 +22,19 @@ AMD_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30, pin="ROCR_VISIBLE_D
 CPU_WORKER = Role(2, "worker", "n", "n-cpu0", None, 2, 2**30)
 
 
+@pytest.fixture(autouse=True)
+def without_dask_cuda(request, monkeypatch):
+    """distributed's workers, also where dask-cuda is installed (a GPU node);
+    the tests that ask for dask_cuda_installed get it instead."""
+    if "dask_cuda_installed" in request.fixturenames:
+        return
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "dask_cuda" else real(name, *a),
+    )
+
+
 def made(role: Role, argv: list[str], tmp_path: Path):
     args = parse_args([*argv, "--local-directory", str(tmp_path)])
 
@@ -51,9 +64,11 @@ def test_a_cpu_worker_has_no_pin_and_no_gpu_resource(tmp_path):
 
 
 def test_without_a_nanny_this_process_holds_the_gpu(tmp_path, monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    worker = made(GPU_WORKER, ["--no-nanny"], tmp_path)
-    assert type(worker) is Worker and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # noted, so that the test's pin is undone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    first_gpu = Role(2, "worker", "n", "n-gpu0", "0", 1, 2**30)  # one a GPU node has
+    worker = made(first_gpu, ["--no-nanny"], tmp_path)
+    assert type(worker) is Worker and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
 
 
 def test_environment_is_restored(monkeypatch):
@@ -98,7 +113,5 @@ def test_dask_cuda_options_on_an_nvidia_gpu_pass(dask_cuda_installed):
 
 
 def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
-    if importlib.util.find_spec("dask_cuda") is not None:
-        pytest.skip("dask-cuda is installed here")
     with pytest.raises(LaunchError, match="comes from dask-cuda: pip install dask-cuda"):
         check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
