@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import LaunchError
+from .network import Address
 
 SCHEDULER_RANK = 0
 DRIVER_RANK = 1
@@ -25,6 +26,7 @@ class Node:
     cores: int
     memory: int  # bytes
     pin: str = "CUDA_VISIBLE_DEVICES"  # the variable that gives a process its GPUs
+    addresses: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class Layout:
     @property
     def workers(self) -> list[Role]:
         return [role for role in self.roles if role.kind == "worker"]
+
+    @property
+    def first_ranks(self) -> list[int]:
+        """The first rank of each node, in the order of the nodes."""
+        first: dict[str, int] = {}
+        for role in self.roles:
+            first.setdefault(role.host, role.rank)
+        return list(first.values())
 
 
 def world_too_small(size: int) -> str:

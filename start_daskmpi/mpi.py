@@ -140,6 +140,20 @@ def gather_nodes(world: Any, probe: Callable[[], Node]) -> tuple[list[int], list
     return [leaders.index(leader) for leader, _ in gathered], list(nodes.values())
 
 
+async def count_everywhere(world: Any, count: int) -> int:
+    """The sum of ``count`` over every rank, awaited without blocking the event
+    loop: the scheduler's keeps serving meanwhile."""
+    from array import array
+
+    from mpi4py import MPI
+
+    mine, total = array("i", [count]), array("i", [0])
+    request = world.Iallreduce([mine, MPI.INT], [total, MPI.INT], op=MPI.SUM)
+    while not request.Test():
+        await asyncio.sleep(POLL_INTERVAL)
+    return total[0]
+
+
 def exit_together(world: Any) -> None:
     """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
     waits for every rank, with no bound; and its mpirun kills the ranks not yet

@@ -12,6 +12,7 @@ from dask.system import CPU_COUNT
 
 from .gpus import GPU_COUNTERS, check_gpu_required, choose_gpus, find_gpus, parse_visible_devices
 from .layout import Node
+from .network import node_addresses
 
 
 def short_hostname() -> str:
@@ -38,4 +39,5 @@ def this_node(
         check_gpu_required(host, real, len(gpus), importlib.util.find_spec("cupy") is not None)
     if memory is None:
         memory = psutil.virtual_memory().total
-    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=memory, pin=pin)
+    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=memory, pin=pin,
+                addresses=node_addresses())

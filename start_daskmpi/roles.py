@@ -25,6 +25,7 @@ from .layout import (
     MIN_WORLD_SIZE,
     SCHEDULER_RANK,
     Layout,
+    Node,
     Role,
     describe_layout,
     plan_layout,
@@ -36,12 +37,14 @@ from .mpi import (
     TAG_END,
     TAG_START,
     agree,
+    count_everywhere,
     gather_nodes,
     hard_exit_ends_the_job,
     job_end,
     receive,
     send_to_all,
 )
+from .network import interfaces_for, node_addresses
 from .node import this_node
 from .places import make_log_dir
 from .security import make_credentials, security_from
@@ -49,6 +52,7 @@ from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     describe,
     make_worker,
+    reach_scheduler,
     report_failure,
     scheduler_info,
     start_scheduler,
@@ -80,29 +84,39 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
-async def serve_scheduler(world: Any, args: argparse.Namespace, security: Security) -> int:
+async def serve_scheduler(
+    world: Any, args: argparse.Namespace, layout: Layout, security: Security
+) -> int:
     try:
         scheduler = await start_scheduler(args, security)
     except LaunchError as e:
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)
         return 2
-    end = asyncio.ensure_future(job_end(world))
-    if args.script is None:
-        loop = asyncio.get_running_loop()
-        watch_stdin(lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop"))
     async with scheduler:
         send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
+        role = layout.roles[SCHEDULER_RANK]
+        if not await everyone_reaches_the_scheduler(world, layout, role, "", security):
+            return 2
+        end = asyncio.ensure_future(job_end(world))
+        if args.script is None:
+            loop = asyncio.get_running_loop()
+            watch_stdin(
+                lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop")
+            )
         await unless_ended(end, scheduler.finished())
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
     return await end
 
 
 async def serve_worker(
-    world: Any, args: argparse.Namespace, role: Role, log_file: Path, security: Security
+    world: Any, args: argparse.Namespace, layout: Layout, role: Role, log_file: Path,
+    security: Security,
 ) -> int:
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
+        return 2
+    if not await everyone_reaches_the_scheduler(world, layout, role, info.address, security):
         return 2
     end = asyncio.ensure_future(job_end(world))
     server = make_worker(info.address, role, args, security, log_file)
@@ -122,19 +136,28 @@ async def serve_worker(
     return await end
 
 
-async def stay_idle(world: Any) -> int:
-    _, error = await receive(world, SCHEDULER_RANK, TAG_START)
+async def stay_idle(world: Any, layout: Layout, role: Role, security: Security) -> int:
+    info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
+        return 2
+    if not await everyone_reaches_the_scheduler(world, layout, role, info.address, security):
         return 2
     return await job_end(world)
 
 
 def serve_driver(
-    world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path, credentials: Any
+    world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path, credentials: Any,
+    network_note: str | None,
 ) -> int:
     print("Starting the scheduler", flush=True)
+    if network_note:
+        print(network_note, flush=True)
     info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
     if error is not None:
+        return 2
+    role, security = layout.roles[world.rank], security_from(credentials)
+    reached = everyone_reaches_the_scheduler(world, layout, role, info.address, security)
+    if not asyncio.run(reached):
         return 2
     code = 1
     try:
@@ -146,8 +169,21 @@ def serve_driver(
     return code
 
 
-def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
-    """Every rank's role, agreed by all; None when a node cannot host the plan."""
+def plan_cluster(
+    args: argparse.Namespace, rank_nodes: list[int], nodes: list[Node]
+) -> tuple[Layout, list[str | None], str | None]:
+    """Roles, the interface of each node's servers, and how it was chosen."""
+    layout = plan_layout(rank_nodes, nodes, nthreads=args.nthreads, memory_limit=args.memory_limit)
+    hosts = [node.host for node in nodes]
+    interfaces, note = interfaces_for(args.interface, hosts, [n.addresses for n in nodes])
+    return layout, interfaces, note
+
+
+def agree_on_cluster(
+    world: Any, args: argparse.Namespace
+) -> tuple[Layout, argparse.Namespace, str | None] | None:
+    """Every rank's role, agreed by all, and this rank's options with the
+    interface its node uses; None when the nodes cannot host the plan."""
     found = gather_nodes(
         world,
         lambda: this_node(args.gpus_per_node, args.require_gpu, args.gpu_vendor,
@@ -156,7 +192,30 @@ def agree_on_layout(world: Any, args: argparse.Namespace) -> Layout | None:
     if found is None:
         return None
     rank_nodes, nodes = found
-    return plan_layout(rank_nodes, nodes, nthreads=args.nthreads, memory_limit=args.memory_limit)
+    planned, error = attempt(plan_cluster, args, rank_nodes, nodes)
+    if not agree(world, error):
+        return None
+    layout, interfaces, note = planned
+    mine = argparse.Namespace(**{**vars(args), "interface": interfaces[rank_nodes[world.rank]]})
+    return layout, mine, note
+
+
+async def everyone_reaches_the_scheduler(
+    world: Any, layout: Layout, role: Role, address: str, security: Security
+) -> bool:
+    """Each node's first rank opens a comm to the scheduler, as its workers
+    will: a node that cannot is one line now, naming it, not a startup timeout."""
+    error = None
+    if role.rank in layout.first_ranks and role.rank != SCHEDULER_RANK:
+        error = await reach_scheduler(address, security)
+        if error is not None:
+            mine = ", ".join(str(a) for a in node_addresses() if not a.is_loopback) or "none"
+            report(
+                f"{role.host} (rank {role.rank}) cannot reach the scheduler at {address} "
+                f"({error}); its addresses: {mine}: give --interface NAME of a network "
+                "every node shares"
+            )
+    return await count_everywhere(world, int(error is not None)) == 0
 
 
 def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
@@ -176,9 +235,10 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
         if world.rank == SCHEDULER_RANK:
             report(world_too_small(world.size))
         return 2
-    layout = agree_on_layout(world, args)
-    if layout is None:
+    agreed = agree_on_cluster(world, args)
+    if agreed is None:
         return 2
+    layout, args, network_note = agreed
     made = None
     if world.rank == SCHEDULER_RANK:
         log_dir, error = attempt(make_log_dir, args.log_dir)
@@ -196,9 +256,9 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
         print("\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))]))
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
     if role.kind == "scheduler":
-        return asyncio.run(serve_scheduler(world, args, security))
+        return asyncio.run(serve_scheduler(world, args, layout, security))
     if role.kind == "driver":
-        return serve_driver(world, args, layout, log_dir, credentials)
+        return serve_driver(world, args, layout, log_dir, credentials, network_note)
     if role.kind == "worker":
-        return asyncio.run(serve_worker(world, args, role, worker_log, security))
-    return asyncio.run(stay_idle(world))
+        return asyncio.run(serve_worker(world, args, layout, role, worker_log, security))
+    return asyncio.run(stay_idle(world, layout, role, security))

@@ -4,6 +4,7 @@ applies, else distributed's, behind a nanny unless --no-nanny)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import importlib.util
@@ -18,6 +19,7 @@ from typing import Any
 
 import psutil
 from distributed import Nanny, Scheduler, Security, Worker
+from distributed.comm import connect
 from distributed.core import rpc
 
 from .errors import LaunchError
@@ -40,6 +42,7 @@ FAILURES_TOPIC = "start_daskmpi-failures"  # scheduler event topic for workers t
 STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver gave up
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
 PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when another took it
+REACH_TIMEOUT = 5.0  # seconds a node's first rank tries to reach the scheduler at start
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,19 @@ def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
         dashboard_port=scheduler.identity()["services"].get("dashboard") if has_dashboard
         else None,
     )
+
+
+async def reach_scheduler(address: str, security: Security) -> str | None:
+    """Why this process cannot open a comm to the scheduler, as its workers
+    will; None when it can."""
+    try:
+        comm = await connect(
+            address, timeout=REACH_TIMEOUT, **security.get_connection_args("worker")
+        )
+    except (OSError, asyncio.TimeoutError) as e:  # asyncio's is not OSError's before 3.11
+        return str(e).splitlines()[0] or type(e).__name__
+    await comm.close()
+    return None
 
 
 async def report_failure(address: str, message: str, security: Security) -> None:
