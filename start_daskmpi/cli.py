@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.plan or args.launch_command:
             node = this_node(args.gpus_per_node, vendor=args.gpu_vendor)
             print(launch_report(args, node, os.environ) if args.launch_command
-                  else plan_report(args, node))
+                  else plan_report(args, node, os.environ))
             return 0
         world = mpi_world(os.environ)
         if world is None:

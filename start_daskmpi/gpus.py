@@ -31,6 +31,7 @@ VENDORS = {
     "intel": Vendor("intel", ("ZE_AFFINITY_MASK",)),
 }
 NVIDIA_PIN = VENDORS["nvidia"].masks[0]
+MASKS = tuple(variable for vendor in VENDORS.values() for variable in vendor.masks)
 # PCI device ids of Intel's data-centre GPUs (Max, Flex), not of integrated graphics.
 INTEL_DATA_CENTRE_GPUS = ("0x0bd", "0x56c")
 
@@ -138,6 +139,11 @@ def find_gpus(
         if found or vendor_option:
             return vendor.masks[0], None, found
     return NVIDIA_PIN, None, 0
+
+
+def own_masks(environ: Mapping[str, str]) -> dict[str, str]:
+    """The GPU masks set in this process's environment."""
+    return {variable: environ[variable] for variable in MASKS if variable in environ}
 
 
 def check_gpu_required(host: str, real_gpus: int, chosen_gpus: int, has_cupy: bool) -> None:

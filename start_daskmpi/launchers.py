@@ -5,33 +5,54 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import LaunchError
 
+# What a rank needs of the caller's environment: its Python and Dask's settings.
+CARRIED = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX")
+CARRIED_PREFIXES = ("DASK_", "START_DASKMPI_")
+
+
+def carried_variables(environ: Mapping[str, str]) -> list[str]:
+    """The names of the caller's variables a launcher must pass to other nodes."""
+    return [name for name in CARRIED if name in environ] + sorted(
+        name for name in environ if name.startswith(CARRIED_PREFIXES)
+    )
+
 
 @dataclass(frozen=True)
 class Launcher:
-    """How one kind of launcher is told: this many ranks, so many a node, these hosts."""
+    """How one kind of launcher is told: this many ranks, so many a node, these
+    hosts; each rank free to use the node's every core (a worker runs threads);
+    the caller's environment on every node."""
 
     name: str  # as --plan shows it
     program: str  # the command, found on PATH
     total: str  # its option for the rank count
     per_node: str  # its option for ranks a node
     hostfile: str | None  # its option for the node file; None: the batch system says
+    unbound: tuple[str, ...] = ()  # what keeps it from binding each rank to one core
+    export: str | None = None  # its option for one variable to pass; None: it passes all
 
-    def command(self, total: int, per_node: int, hostfile: str | None) -> list[str]:
+    def command(
+        self, total: int, per_node: int, hostfile: str | None, variables: Sequence[str] = ()
+    ) -> list[str]:
         words = [self.program, self.total, str(total), self.per_node, str(per_node)]
         if hostfile and self.hostfile:
             words += [self.hostfile, hostfile]
+        words += self.unbound
+        if self.export:
+            words += [word for name in variables for word in (self.export, name)]
         return words
 
 
-OPEN_MPI = Launcher("Open MPI (Cobalt)", "mpirun", "-np", "-npernode", "--hostfile")
-# MPICH's hydra, Cray's PALS (Polaris, Aurora), Intel MPI
+OPEN_MPI = Launcher("Open MPI (Cobalt)", "mpirun", "-np", "-npernode", "--hostfile",
+                    unbound=("--bind-to", "none"), export="-x")
+# MPICH's hydra (which binds nothing unless told), Cray's PALS (Polaris, Aurora), Intel MPI
 MPICH = Launcher("MPICH, Cray (PBS)", "mpiexec", "-n", "--ppn", "--hostfile")
-SLURM = Launcher("Slurm", "srun", "-n", "--ntasks-per-node", None)
+SLURM = Launcher("Slurm", "srun", "-n", "--ntasks-per-node", None, unbound=("--cpu-bind=none",))
 LAUNCHERS = (OPEN_MPI, MPICH, SLURM)
 
 
@@ -67,4 +88,5 @@ def launch_command(
     total: int, per_node: int, hostfile: str | None, environ: Mapping[str, str]
 ) -> list[str]:
     launcher, program = launcher_here(environ)
-    return [program, *launcher.command(total, per_node, hostfile)[1:]]
+    words = launcher.command(total, per_node, hostfile, carried_variables(environ))
+    return [program, *words[1:]]

@@ -6,8 +6,8 @@ where the launcher placed each rank.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from .errors import LaunchError
 from .network import Address
@@ -103,6 +103,23 @@ def fitting_ranks(nodes: Sequence[Node]) -> str:
         f"-np {total}, with {len(first.gpus) + 2} ranks on {first.host} "
         "and one per GPU on the other nodes"
     )
+
+
+def with_rank_masks(
+    rank_nodes: Sequence[int], nodes: Sequence[Node], rank_masks: Sequence[Mapping[str, str]]
+) -> list[Node]:
+    """The nodes, where the batch system gave each rank a GPU mask of its own
+    (Slurm's --gpus-per-task or --gpu-bind, ALCF's affinity wrapper): there, the
+    worker ranks' own masks, in rank order, are the node's GPUs, so that each
+    worker keeps its own.  Masks all alike stand for the node, as its first rank
+    found them."""
+    result = list(nodes)
+    for index, node in enumerate(nodes):
+        ranks = [r for r in range(DRIVER_RANK + 1, len(rank_nodes)) if rank_nodes[r] == index]
+        masks = [rank_masks[r].get(node.pin) for r in ranks]
+        if node.gpus and None not in masks and len(set(masks)) > 1:
+            result[index] = replace(node, gpus=tuple(str(mask) for mask in masks))
+    return result
 
 
 def plan_layout(

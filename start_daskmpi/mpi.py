@@ -121,11 +121,12 @@ def agree(world: Any, error: str | None) -> bool:
     return not any(errors)
 
 
-def gather_nodes(world: Any, probe: Callable[[], Node]) -> tuple[list[int], list[Node]] | None:
-    """Each rank's node index and the nodes, in the order of their first rank;
-    None when a node's probe failed (said once, by rank 0).  One rank per node
-    probes: GPU detection is node-wide, and the mask the batch system gave the
-    node's first rank stands for the node."""
+def gather_nodes(
+    world: Any, probe: Callable[[], Node], own: Callable[[], Any]
+) -> tuple[list[int], list[Node], list[Any]] | None:
+    """Each rank's node index, the nodes in the order of their first rank, and
+    each rank's ``own()``; None when a node's probe failed (said once, by rank
+    0).  One rank per node probes: GPU detection is node-wide."""
     from mpi4py import MPI
 
     node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
@@ -134,10 +135,14 @@ def gather_nodes(world: Any, probe: Callable[[], Node]) -> tuple[list[int], list
     node_comm.Free()
     if not agree(world, error):
         return None
-    gathered = world.allgather((leader, node))
-    nodes = dict(gathered)  # leader rank -> node, in the order of first rank
+    gathered = world.allgather((leader, node, own()))
+    nodes = {leader: node for leader, node, _ in gathered}  # in the order of first rank
     leaders = list(nodes)
-    return [leaders.index(leader) for leader, _ in gathered], list(nodes.values())
+    return (
+        [leaders.index(leader) for leader, _, _ in gathered],
+        list(nodes.values()),
+        [mine for _, _, mine in gathered],
+    )
 
 
 async def count_everywhere(world: Any, count: int) -> int:

@@ -2,17 +2,51 @@
 cores and memory."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import math
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 
 import psutil
-from dask.system import CPU_COUNT
 
 from .gpus import GPU_COUNTERS, check_gpu_required, choose_gpus, find_gpus, parse_visible_devices
 from .layout import Node
 from .network import node_addresses
+
+
+def cpu_list_size(text: str) -> int:
+    """How many CPUs a cpuset list names: '0-3,8,10-11' -> 7."""
+    count = 0
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            count += int(high or low) - int(low) + 1
+    return count
+
+
+def cgroup_cpus(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process's cgroup (the batch job's) may use, by its cpuset
+    and its quota; 0 when no cgroup says."""
+    limits = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in own.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # cgroup v2
+                folder = root / path.lstrip("/")
+                limits.append(cpu_list_size((folder / "cpuset.cpus.effective").read_text()))
+                quota, period = (folder / "cpu.max").read_text().split()
+                if quota != "max":
+                    limits.append(max(1, math.ceil(int(quota) / int(period))))
+    return min((n for n in limits if n > 0), default=0)
+
+
+def node_cores() -> int:
+    """The node's cores for its workers: the job's share of the node, not this
+    rank's affinity, which a launcher that binds ranks narrows to one core."""
+    return cgroup_cpus() or psutil.cpu_count() or 1
 
 
 def short_hostname() -> str:
@@ -39,5 +73,5 @@ def this_node(
         check_gpu_required(host, real, len(gpus), importlib.util.find_spec("cupy") is not None)
     if memory is None:
         memory = psutil.virtual_memory().total
-    return Node(host=host, gpus=gpus, cores=CPU_COUNT, memory=memory, pin=pin,
+    return Node(host=host, gpus=gpus, cores=node_cores(), memory=memory, pin=pin,
                 addresses=node_addresses())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
-from .launchers import LAUNCHERS, launch_command
+from .launchers import LAUNCHERS, carried_variables, launch_command
 from .layout import MIN_WORLD_SIZE, Node, block_placement, describe_layout, plan_layout
+
+NODEFILE = "$NODEFILE"  # in a plan's launch lines: the batch system's node file
 
 
 def ranks_per_node(args: argparse.Namespace, node: Node) -> int:
@@ -20,7 +24,16 @@ def ranks_per_node(args: argparse.Namespace, node: Node) -> int:
     return max(MIN_WORLD_SIZE, math.ceil((args.ranks or 0) / args.nodes))
 
 
-def plan_report(args: argparse.Namespace, node: Node) -> str:
+def python_command() -> list[str]:
+    """This Python by its path (a launcher's PATH may find another first) and
+    this launcher: the entry script beside the package, else the package."""
+    entry = Path(__file__).resolve().parent.parent / "start_daskmpi.py"
+    if entry.exists():
+        return [sys.executable, str(entry)]
+    return [sys.executable, "-m", __package__ or "start_daskmpi"]
+
+
+def plan_report(args: argparse.Namespace, node: Node, environ: Mapping[str, str]) -> str:
     """The layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
     nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
     per_node = ranks_per_node(args, node)
@@ -34,11 +47,17 @@ def plan_report(args: argparse.Namespace, node: Node) -> str:
         lines.append(f"Launch lines that give every GPU a worker ({per_node} ranks a node):")
     else:
         lines.append(f"Launch lines for {per_node} ranks a node:")
-    script = shlex.join([args.script, *args.script_args]) if args.script else "your_script.py"
-    hostfile = (args.hostfile or "$NODEFILE") if args.nodes > 1 else None
+    script = [args.script, *args.script_args] if args.script else ["your_script.py"]
+    hostfile = (args.hostfile or NODEFILE) if args.nodes > 1 else None
     for launcher in LAUNCHERS:
-        words = launcher.command(args.nodes * per_node, per_node, hostfile)
-        lines.append(f"    {launcher.name}: {' '.join(words)} python start_daskmpi.py {script}")
+        words = launcher.command(
+            args.nodes * per_node, per_node, hostfile, carried_variables(environ)
+        )
+        line = " ".join(
+            word if word == NODEFILE else shlex.quote(word)
+            for word in [*words, *python_command(), *script]
+        )
+        lines.append(f"    {launcher.name}: {line}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from distributed.system import MEMORY_LIMIT
 from .checks import preflight
 from .driver import Job, drive_until_interrupted
 from .errors import LaunchError, attempt, report
+from .gpus import own_masks
 from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
 from .layout import (
     MIN_WORLD_SIZE,
@@ -29,6 +31,7 @@ from .layout import (
     Role,
     describe_layout,
     plan_layout,
+    with_rank_masks,
     world_too_small,
 )
 from .logs import log_to_file
@@ -170,9 +173,12 @@ def serve_driver(
 
 
 def plan_cluster(
-    args: argparse.Namespace, rank_nodes: list[int], nodes: list[Node]
+    args: argparse.Namespace, rank_nodes: list[int], nodes: list[Node],
+    rank_masks: list[dict[str, str]],
 ) -> tuple[Layout, list[str | None], str | None]:
     """Roles, the interface of each node's servers, and how it was chosen."""
+    if args.gpus_per_node is None:
+        nodes = with_rank_masks(rank_nodes, nodes, rank_masks)
     layout = plan_layout(rank_nodes, nodes, nthreads=args.nthreads, memory_limit=args.memory_limit)
     hosts = [node.host for node in nodes]
     interfaces, note = interfaces_for(args.interface, hosts, [n.addresses for n in nodes])
@@ -188,11 +194,12 @@ def agree_on_cluster(
         world,
         lambda: this_node(args.gpus_per_node, args.require_gpu, args.gpu_vendor,
                           memory=MEMORY_LIMIT),
+        lambda: own_masks(os.environ),
     )
     if found is None:
         return None
-    rank_nodes, nodes = found
-    planned, error = attempt(plan_cluster, args, rank_nodes, nodes)
+    rank_nodes, nodes, rank_masks = found
+    planned, error = attempt(plan_cluster, args, rank_nodes, nodes, rank_masks)
     if not agree(world, error):
         return None
     layout, interfaces, note = planned

@@ -60,6 +60,16 @@ def test_the_batch_scripts_command_is_the_plans(monkeypatch):
     assert shlex.split(launch_report(cpu, Node("n", (), 8, 2**30), {}))[1:5] == [
         "-n", "8", "--ppn", "4",
     ]
+    monkeypatch.setattr(
+        "start_daskmpi.launchers.launcher_here", lambda environ: (OPEN_MPI, "/ompi/bin/mpirun")
+    )
+    environ = {"PATH": "/bin", "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "HOME": "/h",
+               "START_DASKMPI_X": "1"}
+    assert shlex.split(launch_report(args, Node("n", ("0",), 64, 2**30), environ)) == [
+        "/ompi/bin/mpirun", "-np", "6", "-npernode", "3", "--hostfile", "/tmp/my hosts",
+        "--bind-to", "none", "-x", "PATH", "-x", "DASK_DISTRIBUTED__WORKER__DAEMON",
+        "-x", "START_DASKMPI_X",
+    ]
 
 
 def test_hostfile_only_describes_a_planned_job():

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import pytest
 
+from launch import ROOT
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import (
     check_gpu_required,
@@ -280,22 +282,26 @@ def test_each_worker_is_pinned_by_its_makers_variable(pin):
 def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
     assert block_placement(20, 2) == [0] * 10 + [1] * 10
     assert block_placement(7, 3) == [0, 0, 0, 1, 1, 1, 2]
-    assert " ".join(OPEN_MPI.command(20, 10, "$NODEFILE")) == (
-        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE"
+    assert " ".join(OPEN_MPI.command(20, 10, "$NODEFILE", ["PATH", "DASK_X"])) == (
+        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none -x PATH -x DASK_X"
     )
-    assert MPICH.command(20, 10, "h") == ["mpiexec", "-n", "20", "--ppn", "10", "--hostfile", "h"]
-    assert SLURM.command(20, 10, "h") == ["srun", "-n", "20", "--ntasks-per-node", "10"]
-    report = plan_report(parse_args(["--plan", "--nodes", "2", "-np", "20", "job.py"]),
-                         Node("here", tuple("01234567"), 64, 2**39))
+    assert MPICH.command(20, 10, "h", ["PATH"]) == [
+        "mpiexec", "-n", "20", "--ppn", "10", "--hostfile", "h",  # hydra passes all, binds none
+    ]
+    assert SLURM.command(20, 10, "h") == [
+        "srun", "-n", "20", "--ntasks-per-node", "10", "--cpu-bind=none",
+    ]
+    report = plan_report(parse_args(["--plan", "--nodes", "2", "-np", "20", "job.py", "a b"]),
+                         Node("here", tuple("01234567"), 64, 2**39), {"PATH": "/bin"})
     assert (
-        "Open MPI (Cobalt): mpirun -np 20 -npernode 10 --hostfile $NODEFILE "
-        "python start_daskmpi.py job.py"
+        "Open MPI (Cobalt): mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none "
+        f"-x PATH {sys.executable} {ROOT / 'start_daskmpi.py'} job.py 'a b'"
     ) in report
 
 
 def test_plan_report_for_two_nodes_of_eight_gpus():
     args = parse_args(["--plan", "--nodes", "2", "-np", "20", "job.py"])
-    report = plan_report(args, Node("here", tuple("01234567"), 64, 2**39))
+    report = plan_report(args, Node("here", tuple("01234567"), 64, 2**39), {})
     assert report.splitlines()[:3] == [
         "20 ranks on 2 node(s) of 8 GPU(s), placed in blocks:",
         "    node0: rank 0 scheduler; rank 1 driver; rank(s) 2-9 workers on GPU(s) "
@@ -308,7 +314,7 @@ def test_plan_report_for_two_nodes_of_eight_gpus():
 
 def test_plan_without_np_gives_every_gpu_a_worker():
     args = parse_args(["--plan", "--nodes", "2"])
-    report = plan_report(args, Node("here", tuple("0123"), 64, 2**39))
+    report = plan_report(args, Node("here", tuple("0123"), 64, 2**39), {})
     assert report.splitlines()[1:3] == [
         "    node0: rank 0 scheduler; rank 1 driver; rank(s) 2-5 workers on GPU(s) "
         "0, 1, 2, 3 (CUDA_VISIBLE_DEVICES)",
@@ -322,3 +328,34 @@ def test_plan_without_np_gives_every_gpu_a_worker():
 def test_np_without_plan_is_an_error():
     with pytest.raises(LaunchError, match="add --plan"):
         parse_args(["-np", "4", "job.py"])
+
+
+def test_a_nodes_cores_are_its_jobs_cgroup_not_a_ranks_binding(tmp_path):
+    from start_daskmpi.node import cgroup_cpus, cpu_list_size
+
+    assert cpu_list_size("0-3,8,10-11\n") == 7 and cpu_list_size("5") == 1
+    own = tmp_path / "cgroup"
+    own.write_text("0::/slurm/job_42\n")
+    job = tmp_path / "fs" / "slurm" / "job_42"
+    job.mkdir(parents=True)
+    (job / "cpuset.cpus.effective").write_text("0-15\n")
+    (job / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpus(tmp_path / "fs", own) == 16
+    (job / "cpu.max").write_text("400000 100000\n")  # a quota of 4 cores
+    assert cgroup_cpus(tmp_path / "fs", own) == 4
+    assert cgroup_cpus(tmp_path / "none", own) == 0  # no cgroup files: the node's count
+
+
+def test_ranks_with_masks_of_their_own_keep_their_own_gpus():
+    from start_daskmpi.layout import with_rank_masks
+
+    nodes = [node("a", 1), node("b", 1)]  # each first rank saw its own one GPU
+    ranks = [0, 0, 0, 0, 1, 1]
+    masks = [{"CUDA_VISIBLE_DEVICES": m} for m in ["0", "1", "3", "2", "1", "0"]]
+    a, b = with_rank_masks(ranks, nodes, masks)
+    assert a.gpus == ("3", "2") and b.gpus == ("1", "0")
+    layout = plan_layout(ranks, [a, b])
+    assert [(w.rank, w.gpu) for w in layout.workers] == [(2, "3"), (3, "2"), (4, "1"), (5, "0")]
+    alike = [{"CUDA_VISIBLE_DEVICES": "0,1"}] * 6  # one node-wide mask: the node's, as found
+    assert with_rank_masks(ranks, nodes, alike) == nodes
+    assert with_rank_masks(ranks, [node("a", 0), node("b", 0)], masks)[0].gpus == ()

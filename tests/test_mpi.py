@@ -85,6 +85,19 @@ def test_simulated_gpus_give_each_worker_its_own_device(loopback, options, pin):
 
 
 @pytest.mark.timeout(120)
+def test_ranks_given_their_own_gpu_mask_keep_it(loopback):
+    """Masks per rank, not per node: each worker runs on its own rank's GPU."""
+    wrapper = [str(SCRIPTS / "own_gpu_per_rank.sh"), sys.executable, str(LAUNCHER)]
+    cpu = loopback.index("--gpus-per-node")
+    options = loopback[:cpu] + loopback[cpu + 2:]
+    run = launch([*options, str(SCRIPTS / "report_cluster.py")], np=4, launcher=wrapper)
+    assert_clean(run)
+    seen = report(run)
+    assert seen["workers"] == [f"{HOST}-gpu6", f"{HOST}-gpu7"]
+    assert sorted(seen["devices"].values()) == ["6", "7"]
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.skipif(count_gpus() > 1, reason="needs one GPU or none")
 def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)
