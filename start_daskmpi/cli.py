@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import LaunchError, report
-from .mpi import exit_together, launcher_world, mpi_world
+from .mpi import launcher_world, mpi_world
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
@@ -41,11 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .roles import run_rank
 
     try:
-        code = run_rank(world, args)
+        return run_rank(world, args)
     except Exception:
         # A fault of ours: the other ranks would wait for this one forever.
         logger.exception("rank %d failed", world.rank)
         world.Abort(1)
         raise
-    exit_together(world)
-    return code

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,9 @@ class Job:
     layout: Layout
     log_dir: Path
     credentials: dict[str, str] | None
+    # Set once every planned worker has registered: from then on, one that
+    # leaves for good was lost, not failed to start.
+    workers_came: threading.Event = field(default_factory=threading.Event)
 
 
 def run_script_session(job: Job, route: list[str]) -> int:
@@ -165,6 +168,7 @@ def drive(job: Job, reads_stdin: bool) -> int:
             route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
             try:
                 wait_for_workers(client, job.layout, args.startup_timeout, job.log_dir)
+                job.workers_came.set()
                 print(f"Client status: {client}")
                 print(f"Logs: {job.log_dir}")
                 print()

@@ -14,17 +14,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import LaunchError, attempt, report
-from .layout import DRIVER_RANK, SCHEDULER_RANK, Node
+from .layout import DRIVER_RANK, SCHEDULER_RANK, Node, format_ranks
 
 TAG_START = 1
 TAG_END = 2
+TAG_LEFT = 3
 POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
 SIGNAL_GRACE = 8.0  # seconds a rank waits, after SIGINT or SIGTERM, for the driver to end the job
 LEAVE_TIMEOUT = 30.0  # seconds a rank done with its role waits for the others to be done
+LEAVE_GRACE = 10.0  # seconds the other ranks wait past the driver, which names the lost
 # What each MPI launcher tells its processes: world size and rank.
 LAUNCHER_VARIABLES = (
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
@@ -106,10 +108,15 @@ async def job_end(world: Any) -> int:
 
 
 def send_to_all(world: Any, message: Any, tag: int) -> None:
+    """``message`` to every other rank, waited for at most LEAVE_TIMEOUT: a rank
+    on a node that was lost is left behind (exit_together names it)."""
     from mpi4py import MPI
 
     others = (r for r in range(world.size) if r != world.rank)
-    MPI.Request.waitall([world.isend(message, dest=r, tag=tag) for r in others])
+    requests = [world.isend(message, dest=r, tag=tag) for r in others]
+    deadline = time.monotonic() + LEAVE_TIMEOUT
+    while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)
 
 
 def agree(world: Any, error: str | None) -> bool:
@@ -126,22 +133,26 @@ def gather_nodes(
 ) -> tuple[list[int], list[Node], list[Any]] | None:
     """Each rank's node index, the nodes in the order of their first rank, and
     each rank's ``own()``; None when a node's probe failed (said once, by rank
-    0).  One rank per node probes: GPU detection is node-wide."""
+    0).  One rank per node probes (GPU detection is node-wide); ranks are told
+    apart by their node's name, since an MPI that shares no memory between
+    ranks (MPIR_CVAR_NOLOCAL, some fabrics) makes each rank a node of its own."""
     from mpi4py import MPI
 
     node_comm = world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
-    mine = (world.rank, *attempt(probe)) if node_comm.rank == 0 else None
-    leader, node, error = node_comm.bcast(mine, root=0)
+    found, error = attempt(probe) if node_comm.rank == 0 else (None, None)
+    node, error = node_comm.bcast((found, error), root=0)
     node_comm.Free()
     if not agree(world, error):
         return None
-    gathered = world.allgather((leader, node, own()))
-    nodes = {leader: node for leader, node, _ in gathered}  # in the order of first rank
-    leaders = list(nodes)
+    gathered = world.allgather((node, own()))
+    nodes: dict[str, Node] = {}  # by name, in the order of first rank
+    for each, _ in gathered:
+        nodes.setdefault(each.host, each)
+    names = list(nodes)
     return (
-        [leaders.index(leader) for leader, _, _ in gathered],
+        [names.index(each.host) for each, _ in gathered],
         list(nodes.values()),
-        [mine for _, _, mine in gathered],
+        [mine for _, mine in gathered],
     )
 
 
@@ -159,24 +170,56 @@ async def count_everywhere(world: Any, count: int) -> int:
     return total[0]
 
 
-def exit_together(world: Any) -> None:
+def ranks_not_leaving(world: Any) -> list[int]:
+    """The ranks whose word that they are leaving did not come within LEAVE_TIMEOUT."""
+    pending = {
+        rank: world.irecv(source=rank, tag=TAG_LEFT)
+        for rank in range(world.size) if rank != world.rank
+    }
+    deadline = time.monotonic() + LEAVE_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        for rank, request in list(pending.items()):
+            if request.test()[0]:
+                del pending[rank]
+        time.sleep(POLL_INTERVAL)
+    return sorted(pending)
+
+
+def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
     """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
     waits for every rank, with no bound; and its mpirun kills the ranks not yet
     finalised as soon as one exits non-zero, then reports the kill instead of
-    the status.  A rank that never comes leaves MPI unfinalised, and mpirun
-    ends the job."""
+    the status.  So every rank tells the driver it is leaving; a rank that
+    never does (its node lost, its link cut) is named by the driver, which ends
+    the job with ``status`` by MPI_Abort: launchers obey it at once, where they
+    would wait for the lost node's daemon.  ``hosts``: each rank's node."""
     from mpi4py import MPI
 
+    if world.rank == DRIVER_RANK:
+        missing = ranks_not_leaving(world)
+        if missing:
+            where = sorted({hosts[r] for r in missing}) if hosts else ["their node(s)"]
+            report(
+                f"rank(s) {format_ranks(missing)} on {', '.join(where)} did not answer at "
+                f"the end (a node lost, or its network cut): the job ends without them"
+            )
+            sys.stdout.flush()
+            world.Abort(status)
+        leaving = None
+    else:
+        leaving = world.isend(None, dest=DRIVER_RANK, tag=TAG_LEFT)
     done = world.Ibarrier()
-    deadline = time.monotonic() + LEAVE_TIMEOUT
+    # The others outwait the driver's own two waits: it speaks for the job.
+    wait = LEAVE_TIMEOUT if world.rank == DRIVER_RANK else 2 * LEAVE_TIMEOUT + LEAVE_GRACE
+    deadline = time.monotonic() + wait
     while not done.Test() and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL)
-    if done.Test():
+    if done.Test() and (leaving is None or leaving.Test()):
         MPI.Finalize()
 
 
 @contextlib.contextmanager
-def hard_exit_ends_the_job(world: Any) -> Iterator[None]:
+def hard_exit_ends_the_job(world: Any, hosts: Sequence[str]) -> Iterator[None]:
     """Make the script's ``os._exit(n)`` end the job with status n, as it ends
     ``python script.py``: mpirun would see the driver vanish, kill the other
     ranks and report a signal.  The other ranks are told first, and exit with
@@ -188,7 +231,7 @@ def hard_exit_ends_the_job(world: Any) -> Iterator[None]:
             sys.stdout.flush()
             sys.stderr.flush()
             send_to_all(world, status, TAG_END)
-            exit_together(world)
+            exit_together(world, status, hosts)
             # exit(3), not _exit(2): MPICH's exit handlers must run for its
             # mpirun to count this rank's end as clean.
             ctypes.CDLL(None).exit(status)

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -24,23 +26,27 @@ from .errors import LaunchError, attempt, report
 from .gpus import own_masks
 from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
 from .layout import (
+    DRIVER_RANK,
     MIN_WORLD_SIZE,
     SCHEDULER_RANK,
     Layout,
     Node,
     Role,
     describe_layout,
+    format_ranks,
     plan_layout,
     with_rank_masks,
     world_too_small,
 )
 from .logs import log_to_file
 from .mpi import (
+    LEAVE_TIMEOUT,
     POLL_INTERVAL,
     TAG_END,
     TAG_START,
     agree,
     count_everywhere,
+    exit_together,
     gather_nodes,
     hard_exit_ends_the_job,
     job_end,
@@ -56,6 +62,7 @@ from .servers import (
     describe,
     make_worker,
     reach_scheduler,
+    registered_workers,
     report_failure,
     scheduler_info,
     start_scheduler,
@@ -63,6 +70,9 @@ from .servers import (
 )
 
 logger = logging.getLogger("start_daskmpi")
+
+DRIVER_LOST_GRACE = 10.0  # seconds the scheduler runs on without the driver's client
+LOST_GRACE = 10.0  # seconds a worker gone at the end may take to come back (a restart)
 
 
 async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
@@ -77,6 +87,29 @@ async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return False
+
+
+async def bounded(end: asyncio.Future, timeout: float, default: int) -> int:
+    """``end``'s status, or ``default`` after ``timeout`` seconds."""
+    try:
+        return await asyncio.wait_for(end, timeout)
+    except (TimeoutError, asyncio.TimeoutError):  # one and the same since Python 3.11
+        return default
+
+
+async def driver_gone(scheduler: Scheduler) -> None:
+    """Return once the driver's client, having come, has been gone for
+    DRIVER_LOST_GRACE seconds: the driver died, or its node was lost, under a
+    launcher that keeps the other ranks running."""
+    def clients() -> int:
+        return len(set(scheduler.clients) - {"fire-and-forget"})  # the scheduler's own
+
+    while not clients():
+        await asyncio.sleep(POLL_INTERVAL * 10)
+    gone_since = None
+    while gone_since is None or time.monotonic() - gone_since < DRIVER_LOST_GRACE:
+        await asyncio.sleep(POLL_INTERVAL * 10)
+        gone_since = None if clients() else (gone_since or time.monotonic())
 
 
 async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
@@ -107,7 +140,15 @@ async def serve_scheduler(
             watch_stdin(
                 lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop")
             )
-        await unless_ended(end, scheduler.finished())
+        lost = asyncio.ensure_future(driver_gone(scheduler))
+        finished = asyncio.ensure_future(scheduler.finished())
+        await unless_ended(end, asyncio.wait([finished, lost], return_when="FIRST_COMPLETED"))
+        if lost.done() and not end.done():
+            driver = layout.roles[DRIVER_RANK]
+            report(f"lost the driver (rank {DRIVER_RANK} on {driver.host}): the job ends")
+            world.Abort(1)
+        for watch in (lost, finished):
+            watch.cancel()
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
     return await end
 
@@ -125,7 +166,10 @@ async def serve_worker(
     server = make_worker(info.address, role, args, security, log_file)
     try:
         if await unless_ended(end, server):  # each kind of server starts when awaited
-            await unless_ended(end, server.finished())
+            if await unless_ended(end, server.finished()):
+                # It closed by itself (its scheduler gone): the driver's word may
+                # never come either, where this node was cut off.
+                return await bounded(end, LEAVE_TIMEOUT, default=1)
     except Exception as e:
         # Distributed has logged why; tell the driver, which is waiting for this worker.
         logger.info("worker %s failed", role.name, exc_info=True)
@@ -164,12 +208,46 @@ def serve_driver(
         return 2
     code = 1
     try:
-        with hard_exit_ends_the_job(world):
+        with hard_exit_ends_the_job(world, [role.host for role in layout.roles]):
             job = Job(args, info, layout, log_dir, credentials)
             code = drive_until_interrupted(job, reads_stdin=False)
+        if job.workers_came.is_set():
+            end_at_once_if_workers_were_lost(world, layout, info.address, security, code)
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
     return code
+
+
+async def workers_lost(address: str, security: Security, workers: list[Role]) -> list[Role]:
+    """The planned workers the scheduler has lost, given LOST_GRACE seconds to
+    come back (a nanny restarts a killed worker); none where it cannot be asked."""
+    deadline = time.monotonic() + LOST_GRACE
+    while True:
+        names = await registered_workers(address, security)
+        lost = [] if names is None else [w for w in workers if w.name not in names]
+        if not lost or time.monotonic() > deadline:
+            return lost
+        await asyncio.sleep(POLL_INTERVAL * 10)
+
+
+def end_at_once_if_workers_were_lost(
+    world: Any, layout: Layout, address: str, security: Security, code: int
+) -> None:
+    """Workers that left the cluster for good by the end (their node lost, its
+    link cut): MPI may never reach their ranks again, and a message to them can
+    hang, or crash the MPI library.  Name them, and end the job now with the
+    script's status, by MPI_Abort, which launchers obey without waiting for
+    the lost node."""
+    lost = asyncio.run(workers_lost(address, security, layout.workers))
+    if lost:
+        hosts = ", ".join(dict.fromkeys(role.host for role in lost))
+        report(
+            f"rank(s) {format_ranks(r.rank for r in lost)} on {hosts}: their workers left "
+            "the cluster and did not come back (a node lost, or its network cut); the job "
+            "ends without them"
+        )
+        sys.stdout.flush()
+        world.Abort(code)
 
 
 def plan_cluster(
@@ -238,6 +316,14 @@ def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
 
 
 def run_rank(world: Any, args: argparse.Namespace) -> int:
+    """This rank's part of the job, ended together with the other ranks."""
+    hosts: list[str] = []  # each rank's node, once agreed: the end names lost ones
+    code = play_role(world, args, hosts)
+    exit_together(world, code, hosts)
+    return code
+
+
+def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     if world.size < MIN_WORLD_SIZE:
         if world.rank == SCHEDULER_RANK:
             report(world_too_small(world.size))
@@ -246,6 +332,7 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     if agreed is None:
         return 2
     layout, args, network_note = agreed
+    hosts += [role.host for role in layout.roles]
     made = None
     if world.rank == SCHEDULER_RANK:
         log_dir, error = attempt(make_log_dir, args.log_dir)

@@ -225,6 +225,17 @@ async def reach_scheduler(address: str, security: Security) -> str | None:
     return None
 
 
+async def registered_workers(address: str, security: Security) -> set[str] | None:
+    """The names of the workers the scheduler has now; None if it cannot be asked."""
+    try:
+        connection_args = security.get_connection_args("client")
+        async with rpc(address, timeout=REACH_TIMEOUT, connection_args=connection_args) as s:
+            identity = await s.identity()
+    except OSError:
+        return None
+    return {worker["name"] for worker in identity["workers"].values()}
+
+
 async def report_failure(address: str, message: str, security: Security) -> None:
     """Post ``message`` in the scheduler's event log, where the driver looks.
     Not an MPI message: one the driver never received would break MPI_Finalize."""

@@ -161,11 +161,13 @@ class Session:
         np: int | None = None,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         self.token, environ = tracked_environment(env)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            launcher_command(args, np), cwd=cwd, env=environ, text=True, start_new_session=True,
+            launcher_command(args, np, launcher), cwd=cwd, env=environ, text=True,
+            start_new_session=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.stdout: list[str] = []

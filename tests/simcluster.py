@@ -192,6 +192,11 @@ class SimCluster:
             with contextlib.suppress(OSError):  # another cluster may still use it
                 NETNS_ETC.rmdir()
 
+    # MPICH's variables that make its ranks talk over the network, as on separate
+    # machines: without them, ranks in different namespaces of one kernel share
+    # memory, and a cut link would not cut them off.
+    MPICH_ENVIRONMENT = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp"}
+
     def mpich(self, ranks: list[int] | int) -> list[str]:
         """MPICH's mpiexec options for this cluster: ``ranks`` per node in blocks
         (a list, one count a node), or an int: that many ranks one per node in turn."""

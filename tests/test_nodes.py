@@ -6,16 +6,19 @@ Needs root and iproute2 (CI has both); skipped elsewhere with the reason.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
-from simcluster import SimCluster, skip_reason
 
-from launch import LAUNCHER, ROOT, SCRIPTS, launch, our_lines
+from launch import LAUNCHER, ROOT, SCRIPTS, Session, launch, our_lines, run_processes
+from simcluster import SimCluster, skip_reason
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
@@ -31,14 +34,40 @@ def report(run) -> dict:
     return json.loads(line.removeprefix("REPORT "))
 
 
+def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
+    """mpiexec over the cluster's nodes, starting the launcher: ``ranks`` a list
+    (in blocks) or an int (one per node in turn)."""
+    return [str(MPIEXEC), *options, *cluster.mpich(ranks), sys.executable, str(LAUNCHER)]
+
+
 def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout: float = 90):
-    """mpiexec over the cluster's nodes: ``ranks`` a list (in blocks) or an int
-    (one per node in turn)."""
-    launcher = [str(MPIEXEC), *cluster.mpich(ranks), sys.executable, str(LAUNCHER)]
-    run = launch(["--log-dir", str(tmp_path / "logs"), *args], launcher=launcher,
-                 timeout=timeout, cwd=tmp_path)
+    run = launch(["--log-dir", str(tmp_path / "logs"), *args], launcher=mpiexec(cluster, ranks),
+                 timeout=timeout, cwd=tmp_path, env=SimCluster.MPICH_ENVIRONMENT)
     print(run)
     return run
+
+
+LOSE_A_NODE = """
+import time
+import dask.array as da
+from distributed import get_client
+
+print("READY", flush=True)
+time.sleep(4)  # the test cuts a node off meanwhile
+x = da.ones((2000, 2000), chunks=500)
+print("SUM", x.sum().compute(), flush=True)
+"""
+
+
+def rank_process(token: str, rank: int) -> psutil.Process:
+    """The process of one rank of the run (not its children, which inherit its
+    environment)."""
+    for process in run_processes(token):
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("PMI_RANK") == str(rank) and \
+                    "hydra_pmi_proxy" in " ".join(process.parent().cmdline()):
+                return process
+    raise AssertionError(f"no process of rank {rank}")
 
 
 @pytest.mark.timeout(150)
@@ -113,6 +142,54 @@ def test_a_node_that_cannot_reach_the_scheduler_is_named_at_once(tmp_path):
 
 
 @pytest.mark.timeout(200)
+def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record):
+    """The script's result is right, computed on the nodes left; the job ends
+    with its status within a minute of its end, naming the lost node."""
+    script = tmp_path / "lose_a_node.py"
+    script.write_text(LOSE_A_NODE)
+    with SimCluster(2) as cluster, Session(
+        ["--log-dir", str(tmp_path / "logs"), str(script)],
+        launcher=mpiexec(cluster, [3, 2]), env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path,
+    ) as session:
+        session.wait_for("READY")
+        cluster.cut(cluster.nodes[1])
+        session.wait_for("Successfully exited", timeout=120)
+        ended = time.monotonic()
+        run = session.finish(timeout=90)
+        lost = cluster.nodes[1].name
+    record(run, "fault", "a node's link cut mid-run (MPICH)")
+    assert run.rc == 0 and "SUM 4000000.0" in run.stdout, run
+    assert time.monotonic() - ended < 60, run
+    assert our_lines(run.stderr) == [
+        f"start_daskmpi: error: rank(s) 3-4 on {lost}: their workers left the cluster and "
+        "did not come back (a node lost, or its network cut); the job ends without them"
+    ], run
+
+
+@pytest.mark.timeout(150)
+def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(tmp_path, record):
+    """MPICH's -disable-auto-cleanup keeps the other ranks running when one
+    dies: the scheduler notices the driver's client gone and ends the job."""
+    script = tmp_path / "long.py"
+    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(300)\n")
+    with SimCluster(2) as cluster, Session(
+        ["--log-dir", str(tmp_path / "logs"), str(script)],
+        launcher=mpiexec(cluster, 5, "-disable-auto-cleanup"),
+        env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path,
+    ) as session:
+        session.wait_for("READY")
+        driver = rank_process(session.token, 1)  # on the second node: ranks go in turn
+        driver.kill()
+        killed = time.monotonic()
+        run = session.finish(timeout=60)
+    record(run, "fault", "the driver killed, launcher keeps the others (MPICH)")
+    assert run.rc == 1 and run.leftovers == [], run
+    assert time.monotonic() - killed < 30, run
+    assert f"start_daskmpi: error: lost the driver (rank 1 on {cluster.nodes[1].name}): " \
+        "the job ends" in our_lines(run.stderr), run
+
+
+@pytest.mark.timeout(200)
 @pytest.mark.parametrize("scheduler", ["Cobalt", "PBS", "Slurm"])
 def test_the_batch_script_runs_a_job_across_nodes(tmp_path, scheduler):
     """daskmpi_job_gpu.sh as each batch system runs it, with a node file of the
@@ -131,7 +208,7 @@ def test_the_batch_script_runs_a_job_across_nodes(tmp_path, scheduler):
             **variables,
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "HYDRA_LAUNCHER": "ssh", "HYDRA_LAUNCHER_EXEC": str(cluster.ssh),
-            "HYDRA_IFACE": cluster.bridge,
+            "HYDRA_IFACE": cluster.bridge, **SimCluster.MPICH_ENVIRONMENT,
             "DASKMPI_GPUS_PER_NODE": "2",
             "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'}",
         }
