@@ -1,13 +1,14 @@
 """Start -> every worker registered -> script done -> exit on 1, 2 and 3 simulated
 nodes (tests/simcluster.py: network namespaces on a private bridge, MPICH's
-mpiexec through an ssh stand-in), 2 CPU workers a node, TLS on.
+mpiexec through an ssh stand-in), 2 CPU workers a node, TLS on; beside each,
+the same workers on one simulated node.
 
     python bench/nodes.py [--nodes 1 2 3] [--repeat 3] [--out bench/results/nodes.json]
 
-Needs root. The node counts are interleaved in each round; prints the median
-of each and its ratio to one node. On one machine the simulated nodes share its
-cores: the figures show what several nodes add (address choice, the reach check,
-TCP between ranks), not what real nodes would give.
+Needs root. The layouts are interleaved in each round; prints the median of
+each and the ratio of N nodes to one node with as many workers. The simulated
+nodes share this machine's cores, so that ratio is what spanning nodes adds
+(address choice, the reach check, TCP between ranks), not what real nodes give.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ assert client.submit(sum, [1, 2]).result() == 3
 WORKERS_A_NODE = 2
 
 
-def timed(cluster: SimCluster, job: Path, logs: Path) -> float:
-    ranks = [WORKERS_A_NODE + 2] + [WORKERS_A_NODE] * (len(cluster.nodes) - 1)
+def timed(cluster: SimCluster, workers: int, job: Path, logs: Path) -> float:
+    per_node = workers // len(cluster.nodes)
+    ranks = [per_node + 2] + [per_node] * (len(cluster.nodes) - 1)
     command = [str(Path(sys.executable).parent / "mpiexec"), *cluster.mpich(ranks),
                sys.executable, str(ROOT / "start_daskmpi.py"), "--log-dir", str(logs), str(job)]
     start = time.perf_counter()
@@ -51,25 +53,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    seconds: dict[int, list[float]] = {n: [] for n in args.nodes}
+    layouts = sorted({(n, n * WORKERS_A_NODE) for n in args.nodes}
+                     | {(1, n * WORKERS_A_NODE) for n in args.nodes})
+    seconds: dict[tuple[int, int], list[float]] = {layout: [] for layout in layouts}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeat):
-            for nodes in args.nodes:
-                job = Path(tmp, f"job{nodes}.py")
-                job.write_text(JOB.format(workers=nodes * WORKERS_A_NODE))
+            for nodes, workers in layouts:
+                job = Path(tmp, f"job{workers}.py")
+                job.write_text(JOB.format(workers=workers))
+                logs = Path(tmp, f"logs{nodes}-{workers}-{round_}")
                 with SimCluster(nodes) as cluster:
-                    seconds[nodes].append(timed(cluster, job, Path(tmp, f"logs{nodes}-{round_}")))
-    base = statistics.median(seconds[args.nodes[0]])
+                    seconds[nodes, workers].append(timed(cluster, workers, job, logs))
+    median = {layout: statistics.median(s) for layout, s in seconds.items()}
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}",
-        "runs": [{"nodes": n, "workers": n * WORKERS_A_NODE, "seconds": s,
-                  "median": statistics.median(s), "ratio": statistics.median(s) / base}
-                 for n, s in seconds.items()],
+        "runs": [{"nodes": n, "workers": w, "seconds": seconds[n, w], "median": median[n, w],
+                  "vs_one_node": median[n, w] / median[1, w]} for n, w in layouts],
     }
     for run in results["runs"]:
         print(f"{run['nodes']} node(s), {run['workers']} workers: median {run['median']:.2f} s "
-              f"({', '.join(f'{x:.2f}' for x in run['seconds'])}), {run['ratio']:.2f}x one node")
+              f"({', '.join(f'{x:.2f}' for x in run['seconds'])}); "
+              f"{run['vs_one_node']:.2f}x one node with as many workers")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 
 from .errors import LaunchError, attempt, report
 from .layout import DRIVER_RANK, SCHEDULER_RANK, Node, format_ranks
+
+logger = logging.getLogger("start_daskmpi")
 
 TAG_START = 1
 TAG_END = 2
@@ -197,6 +200,7 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
 
     if world.rank == DRIVER_RANK:
         missing = ranks_not_leaving(world)
+        logger.info("ranks that did not say they leave: %s", missing)
         if missing:
             where = sorted({hosts[r] for r in missing}) if hosts else ["their node(s)"]
             report(

@@ -61,7 +61,7 @@ from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     describe,
     make_worker,
-    reach_scheduler,
+    reach,
     registered_workers,
     report_failure,
     scheduler_info,
@@ -71,7 +71,9 @@ from .servers import (
 
 logger = logging.getLogger("start_daskmpi")
 
-DRIVER_LOST_GRACE = 10.0  # seconds the scheduler runs on without the driver's client
+# Seconds the scheduler runs on without the driver's client: past the driver's
+# own end, which closes its client, then may look for lost workers for a while.
+DRIVER_LOST_GRACE = 30.0
 LOST_GRACE = 10.0  # seconds a worker gone at the end may take to come back (a restart)
 
 
@@ -219,15 +221,26 @@ def serve_driver(
 
 
 async def workers_lost(address: str, security: Security, workers: list[Role]) -> list[Role]:
-    """The planned workers the scheduler has lost, given LOST_GRACE seconds to
-    come back (a nanny restarts a killed worker); none where it cannot be asked."""
+    """The planned workers lost by the end: gone from the scheduler, given
+    LOST_GRACE seconds to come back (a nanny restarts a killed worker), or on a
+    node that no longer answers (its link cut: the scheduler may not know yet).
+    None where the scheduler cannot be asked."""
     deadline = time.monotonic() + LOST_GRACE
     while True:
-        names = await registered_workers(address, security)
-        lost = [] if names is None else [w for w in workers if w.name not in names]
-        if not lost or time.monotonic() > deadline:
-            return lost
+        registered = await registered_workers(address, security)
+        if registered is None:
+            return []
+        gone = [w for w in workers if w.name not in registered]
+        if not gone or time.monotonic() > deadline:
+            break
         await asyncio.sleep(POLL_INTERVAL * 10)
+    # One worker a node stands for it: a node is cut off as a whole.
+    probes = {w.host: w for w in workers if w.name in registered}
+    answers = await asyncio.gather(
+        *(reach(registered[w.name], security) for w in probes.values())
+    )
+    silent = {host for host, error in zip(probes, answers, strict=True) if error}
+    return gone + [w for w in workers if w.host in silent and w not in gone]
 
 
 def end_at_once_if_workers_were_lost(
@@ -239,6 +252,7 @@ def end_at_once_if_workers_were_lost(
     script's status, by MPI_Abort, which launchers obey without waiting for
     the lost node."""
     lost = asyncio.run(workers_lost(address, security, layout.workers))
+    logger.info("at the end, workers lost: %s", [role.name for role in lost])
     if lost:
         hosts = ", ".join(dict.fromkeys(role.host for role in lost))
         report(
@@ -292,7 +306,7 @@ async def everyone_reaches_the_scheduler(
     will: a node that cannot is one line now, naming it, not a startup timeout."""
     error = None
     if role.rank in layout.first_ranks and role.rank != SCHEDULER_RANK:
-        error = await reach_scheduler(address, security)
+        error = await reach(address, security)
         if error is not None:
             mine = ", ".join(str(a) for a in node_addresses() if not a.is_loopback) or "none"
             report(

@@ -212,9 +212,9 @@ def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
     )
 
 
-async def reach_scheduler(address: str, security: Security) -> str | None:
-    """Why this process cannot open a comm to the scheduler, as its workers
-    will; None when it can."""
+async def reach(address: str, security: Security) -> str | None:
+    """Why this process cannot open a comm to ``address``, as a worker would;
+    None when it can."""
     try:
         comm = await connect(
             address, timeout=REACH_TIMEOUT, **security.get_connection_args("worker")
@@ -225,15 +225,15 @@ async def reach_scheduler(address: str, security: Security) -> str | None:
     return None
 
 
-async def registered_workers(address: str, security: Security) -> set[str] | None:
-    """The names of the workers the scheduler has now; None if it cannot be asked."""
+async def registered_workers(address: str, security: Security) -> dict[str, str] | None:
+    """The workers the scheduler has now, name -> address; None if it cannot be asked."""
     try:
         connection_args = security.get_connection_args("client")
         async with rpc(address, timeout=REACH_TIMEOUT, connection_args=connection_args) as s:
             identity = await s.identity()
     except OSError:
         return None
-    return {worker["name"] for worker in identity["workers"].values()}
+    return {worker["name"]: address for address, worker in identity["workers"].items()}
 
 
 async def report_failure(address: str, message: str, security: Security) -> None:
