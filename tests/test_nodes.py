@@ -47,6 +47,16 @@ def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout:
     return run
 
 
+def session_on(cluster: SimCluster, ranks, script: Path, *options: str) -> Session:
+    """A run on the cluster that goes on while the test acts on it."""
+    return Session(
+        ["--log-dir", str(script.parent / "logs"), str(script)],
+        launcher=mpiexec(cluster, ranks, *options), env=SimCluster.MPICH_ENVIRONMENT,
+        cwd=script.parent,
+    )
+
+
+SLEEPS = "import time\nprint('READY', flush=True)\ntime.sleep(300)\n"
 LOSE_A_NODE = """
 import time
 import dask.array as da
@@ -147,10 +157,7 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record):
     with its status within a minute of its end, naming the lost node."""
     script = tmp_path / "lose_a_node.py"
     script.write_text(LOSE_A_NODE)
-    with SimCluster(2) as cluster, Session(
-        ["--log-dir", str(tmp_path / "logs"), str(script)],
-        launcher=mpiexec(cluster, [3, 2]), env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path,
-    ) as session:
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script) as session:
         session.wait_for("READY")
         cluster.cut(cluster.nodes[1])
         session.wait_for("Successfully exited", timeout=120)
@@ -178,11 +185,8 @@ def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, r
     """Every process on the second node killed (its daemon too): MPICH's
     mpiexec ends the whole job at once itself, before any rank of ours can."""
     script = tmp_path / "long.py"
-    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(300)\n")
-    with SimCluster(2) as cluster, Session(
-        ["--log-dir", str(tmp_path / "logs"), str(script)],
-        launcher=mpiexec(cluster, [3, 2]), env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path,
-    ) as session:
+    script.write_text(SLEEPS)
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script) as session:
         session.wait_for("READY")
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
@@ -197,11 +201,9 @@ def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(tmp
     """MPICH's -disable-auto-cleanup keeps the other ranks running when one
     dies: the scheduler notices the driver's client gone and ends the job."""
     script = tmp_path / "long.py"
-    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(300)\n")
-    with SimCluster(2) as cluster, Session(
-        ["--log-dir", str(tmp_path / "logs"), str(script)],
-        launcher=mpiexec(cluster, 5, "-disable-auto-cleanup"),
-        env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path,
+    script.write_text(SLEEPS)
+    with SimCluster(2) as cluster, session_on(
+        cluster, 5, script, "-disable-auto-cleanup"
     ) as session:
         session.wait_for("READY")
         driver = rank_process(session.token, 1)  # on the second node: ranks go in turn
