@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from .errors import LaunchError, report
@@ -16,6 +17,7 @@ from .options import parse_args
 from .plan import launch_report, plan_report
 
 logger = logging.getLogger("start_daskmpi")
+LINE_GRACE = 1.0  # seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         launched = launcher_world(os.environ)
         if launched is None or launched[1] == 0:
             report(str(e))
+        else:
+            # Every rank has the same mistake, and rank 0 says it: give its line
+            # time to reach the terminal before mpirun, seeing this rank exit
+            # non-zero, kills the others (Open MPI does at once).
+            time.sleep(LINE_GRACE)
         return 2
     from .roles import run_rank
 

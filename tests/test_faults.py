@@ -276,7 +276,9 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
             "no_cryptography": tmp_path / "no_cryptography",
         }
         args = [a.format(**places) for a in args]
-        env = {k: v.format(**places) for k, v in env.items()}
+        # Shadows go first: where the packages themselves come by PYTHONPATH, they stay.
+        env = {k: v.format(**places) + os.pathsep + os.environ.get(k, "")
+               if k == "PYTHONPATH" else v.format(**places) for k, v in env.items()}
         # The case's own options come last, and win.
         run = launch([*SAFE, *args], np=ranks, cwd=tmp_path, env=env, timeout=60)
     record(run, "bad input", case)
