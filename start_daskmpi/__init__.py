@@ -11,7 +11,8 @@ The modules, from the command line down (README's "How the code is laid out"):
   offers and how a process is pinned to a GPU; sites, places, network: known
   machines, ports and folders, addresses.
 - mpi: the only module that imports mpi4py; roles: one function per role
-  under mpirun; local: the same cluster without mpirun.
+  under mpirun; liveness: nodes that cannot reach the scheduler, workers lost
+  with their node, a dead driver; local: the same cluster without mpirun.
 - servers: the scheduler and workers; security: the job's TLS credentials;
   checks: what each role checks before it starts; logs: per-rank logs.
 - driver: the client side; script: the user's script as python runs it;
