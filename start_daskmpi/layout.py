@@ -55,6 +55,11 @@ class Layout:
         return [role for role in self.roles if role.kind == "worker"]
 
     @property
+    def hosts(self) -> list[str]:
+        """Each rank's node."""
+        return [role.host for role in self.roles]
+
+    @property
     def first_ranks(self) -> list[int]:
         """The first rank of each node, in the order of the nodes."""
         first: dict[str, int] = {}

@@ -63,7 +63,7 @@ async def workers_lost(address: str, security: Security, workers: list[Role]) ->
     """The planned workers lost by the end: gone from the scheduler, given
     LOST_GRACE seconds to come back (a nanny restarts a killed worker), or on a
     node that no longer answers (its link cut: the scheduler may not know yet).
-    None where the scheduler cannot be asked."""
+    None listed where the scheduler cannot be asked."""
     deadline = time.monotonic() + LOST_GRACE
     while True:
         registered = await registered_workers(address, security)

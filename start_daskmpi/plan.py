@@ -24,6 +24,12 @@ def ranks_per_node(args: argparse.Namespace, node: Node) -> int:
     return max(MIN_WORLD_SIZE, math.ceil((args.ranks or 0) / args.nodes))
 
 
+def job_size(args: argparse.Namespace, node: Node) -> tuple[int, int]:
+    """(ranks, ranks a node): -np as given, else the same count on every node."""
+    per_node = ranks_per_node(args, node)
+    return args.ranks or args.nodes * per_node, per_node
+
+
 def python_command() -> list[str]:
     """This Python by its path (a launcher's PATH may find another first) and
     this launcher: the entry script beside the package, else the package."""
@@ -36,8 +42,7 @@ def python_command() -> list[str]:
 def plan_report(args: argparse.Namespace, node: Node, environ: Mapping[str, str]) -> str:
     """The layout of ``args.nodes`` nodes like ``node``, and how to launch it."""
     nodes = [replace(node, host=f"node{i}") for i in range(args.nodes)]
-    per_node = ranks_per_node(args, node)
-    ranks = args.ranks or args.nodes * per_node
+    ranks, per_node = job_size(args, node)
     layout = plan_layout(block_placement(ranks, args.nodes), nodes)
     gpus = f"{len(node.gpus)} GPU(s)" if node.gpus else "no GPU (CPU workers)"
     lines = [f"{ranks} ranks on {args.nodes} node(s) of {gpus}, placed in blocks:"]
@@ -63,6 +68,4 @@ def plan_report(args: argparse.Namespace, node: Node, environ: Mapping[str, str]
 
 def launch_report(args: argparse.Namespace, node: Node, environ: Mapping[str, str]) -> str:
     """--launch-command: the one command, shell-quoted, that starts this job here."""
-    per_node = ranks_per_node(args, node)
-    total = args.ranks or args.nodes * per_node
-    return shlex.join(launch_command(total, per_node, args.hostfile, environ))
+    return shlex.join(launch_command(*job_size(args, node), args.hostfile, environ))

@@ -67,7 +67,6 @@ from .servers import (
 logger = logging.getLogger("start_daskmpi")
 
 
-
 async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
     """Await ``work`` unless the driver ends the job first; True if it finished.
     The job can end while a worker still starts (another one failed)."""
@@ -186,7 +185,7 @@ def serve_driver(
         return 2
     code = 1
     try:
-        with hard_exit_ends_the_job(world, [role.host for role in layout.roles]):
+        with hard_exit_ends_the_job(world, layout.hosts):
             job = Job(args, info, layout, log_dir, credentials)
             code = drive_until_interrupted(job, reads_stdin=False)
         if job.workers_came.is_set():
@@ -260,7 +259,7 @@ def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     if agreed is None:
         return 2
     layout, args, network_note = agreed
-    hosts += [role.host for role in layout.roles]
+    hosts += layout.hosts
     made = None
     if world.rank == SCHEDULER_RANK:
         log_dir, error = attempt(make_log_dir, args.log_dir)

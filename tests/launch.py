@@ -7,6 +7,7 @@ moved them into sessions of their own.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,12 @@ def reap(token: str, grace: float = 5.0) -> list[str]:
             continue
     psutil.wait_procs(left, timeout=10)
     return described
+
+
+def report(run: Run) -> dict:
+    """What tests/scripts/report_cluster.py printed of its cluster."""
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
+    return json.loads(line.removeprefix("REPORT "))
 
 
 def our_lines(stream: str) -> list[str]:

@@ -2,7 +2,6 @@
 this machine, the scheduler's variables, and the real mpirun; loopback only."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, launch, mpirun
+from launch import ROOT, SCRIPTS, launch, mpirun, report
 from start_daskmpi.gpus import count_gpus
 from start_daskmpi.layout import format_ranks
 
@@ -64,8 +63,7 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
     gpus = ", ".join(str(i) for i in range(GPUS))
     workers = f"rank(s) {format_ranks(range(2, GPUS + 2))} workers on GPU(s) {gpus}"
     assert f"node0: rank 0 scheduler; rank 1 driver; {workers}" in run.stdout
-    (line,) = [s for s in run.stdout.splitlines() if s.startswith("REPORT ")]
-    seen = json.loads(line.removeprefix("REPORT "))
+    seen = report(run)
     assert seen["workers"] == [f"{HOST}-gpu{i}" for i in range(GPUS)]
     assert sorted(seen["devices"].values()) == [str(i) for i in range(GPUS)]
     assert "Successfully exited" in run.stdout

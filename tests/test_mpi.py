@@ -5,7 +5,6 @@ that the run left no process behind.
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 import stat
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import LAUNCHER, SCRIPTS, launch, mpirun
+from launch import LAUNCHER, SCRIPTS, launch, mpirun, report
 from start_daskmpi.gpus import count_gpus
 
 pytestmark = [
@@ -25,11 +24,6 @@ pytestmark = [
 ]
 
 HOST = socket.gethostname().split(".")[0]
-
-
-def report(run) -> dict:
-    (line,) = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
-    return json.loads(line.removeprefix("REPORT "))
 
 
 def assert_clean(run, rc=0):

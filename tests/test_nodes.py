@@ -7,7 +7,6 @@ Needs root and iproute2 (CI has both); skipped elsewhere with the reason.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -25,6 +24,7 @@ from launch import (
     Session,
     launch,
     our_lines,
+    report,
     run_processes,
 )
 from simcluster import SimCluster, skip_reason
@@ -47,11 +47,6 @@ BOTH_MPIS = pytest.mark.parametrize("mpi", [
         not (OPEN_MPI / "bin" / "mpirun").exists(),
         reason=f"no Open MPI environment in {OPEN_MPI} (.ci/run makes one)")),
 ])
-
-
-def report(run) -> dict:
-    (line,) = [s for s in run.stdout.splitlines() if s.startswith("REPORT ")]
-    return json.loads(line.removeprefix("REPORT "))
 
 
 def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
