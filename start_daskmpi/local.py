@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from distributed import Security
 from distributed.deploy.utils import nprocesses_nthreads
@@ -19,6 +18,7 @@ from .driver import Job, drive_until_interrupted
 from .errors import LaunchError
 from .layout import Layout, plan_local
 from .logs import log_to_file
+from .loop_thread import event_loop_thread
 from .node import this_node
 from .places import make_log_dir
 from .security import make_credentials, security_from
@@ -32,7 +32,6 @@ from .servers import (
     stop_worker,
 )
 
-T = TypeVar("T")
 START_TIMEOUT_MARGIN = 30.0  # seconds past --startup-timeout before a start is given up
 
 
@@ -47,24 +46,6 @@ def local_layout(args: argparse.Namespace) -> Layout:
             "a GPU of their own: keep the nanny, or use mpirun"
         )
     return layout
-
-
-@contextlib.contextmanager
-def event_loop_thread() -> Iterator[Any]:
-    """An event loop running in a thread of its own; yields a function that runs
-    a coroutine there and returns its result, within a timeout."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="local cluster", daemon=True)
-    thread.start()
-
-    def run(work: Coroutine[Any, Any, T], timeout: float) -> T:
-        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout)
-
-    try:
-        yield run
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(WORKERS_LEAVE_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -95,7 +76,7 @@ def local_cluster(
         if scheduler is not None:
             await scheduler.close()
 
-    with event_loop_thread() as run:
+    with event_loop_thread("local cluster") as run:
         try:
             yield run(start(), args.startup_timeout + START_TIMEOUT_MARGIN)
         finally:
