@@ -12,11 +12,14 @@ The modules, from the command line down (README's "How the code is laid out"):
   machines, ports and folders, addresses.
 - mpi: the only module that imports mpi4py; roles: one function per role
   under mpirun; liveness: nodes that cannot reach the scheduler, workers lost
-  with their node, a dead driver; local: the same cluster without mpirun.
+  with their node, a dead driver; local: the same cluster without mpirun;
+  loop_thread: an event loop in a thread of its own.
 - servers: the scheduler and workers; security: the job's TLS credentials;
   checks: what each role checks before it starts; logs: per-rank logs.
 - driver: the client side; script: the user's script as python runs it;
-  jupyterlab_mode: JupyterLab until 'stop'; banners: what the user is told to type.
+  jupyterlab_mode: JupyterLab until 'stop'; dashboard_relay: the dashboard
+  inside JupyterLab when JupyterLab runs on another node than the scheduler;
+  banners: what the user is told to type.
 
 Importing the package has no side effects: MPI is initialised in ``main`` only,
 and the pure modules import neither distributed nor mpi4py.

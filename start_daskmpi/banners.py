@@ -3,6 +3,7 @@ dashboard and JupyterLab."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -31,10 +32,12 @@ def tunnel_lines(what: str, route: Sequence[str], ports: Sequence[int]) -> list[
     return lines
 
 
-def dashboard_lines(port: int, jupyter_port: int | None = None) -> list[str]:
+def dashboard_lines(port: int, inside_lab: tuple[int, int] | None = None) -> list[str]:
+    """``inside_lab``: JupyterLab's port, and the dashboard's as its proxy sees it."""
     inside = (
-        f"      (also inside JupyterLab: http://localhost:{jupyter_port}/proxy/{port}/status)"
-        if jupyter_port is not None else ""
+        f"      (also inside JupyterLab: "
+        f"http://localhost:{inside_lab[0]}/proxy/{inside_lab[1]}/status)"
+        if inside_lab is not None else ""
     )
     return ["To open the Dask dashboard, go to:", f"    http://localhost:{port}/status{inside}"]
 
@@ -49,17 +52,36 @@ def connection_banner(dashboard_port: int | None, route: Sequence[str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class DashboardPlace:
+    """Where the dashboard is, for JupyterLab's banner."""
+
+    route: Sequence[str]  # the SSH route to the scheduler's node
+    port: int  # there
+    proxied_port: int  # as JupyterLab's proxy sees it, on JupyterLab's node
+
+
 def jupyter_banner(
-    route: Sequence[str], jupyter_port: int, dashboard_port: int | None, token: str, log: Path
+    lab_route: Sequence[str], jupyter_port: int, token: str, log: Path,
+    dashboard: DashboardPlace | None,
 ) -> str:
-    """With no script: how to reach JupyterLab, and the dashboard beside it."""
-    ports = [jupyter_port] + ([dashboard_port] if dashboard_port is not None else [])
-    lines = tunnel_lines("JupyterLab and Dask dashboard", route, ports)
+    """With no script: how to reach JupyterLab, and the dashboard beside it.
+    Each tunnel ends where its server runs: one tunnel for both where they
+    share a node, else one each."""
+    if dashboard is None:
+        lines = tunnel_lines("JupyterLab", lab_route, [jupyter_port])
+    elif list(dashboard.route) == list(lab_route):
+        lines = tunnel_lines("JupyterLab and Dask dashboard", lab_route,
+                             [jupyter_port, dashboard.port])
+    else:
+        lines = [*tunnel_lines("JupyterLab", lab_route, [jupyter_port]), "",
+                 *tunnel_lines("the Dask dashboard", dashboard.route, [dashboard.port])]
     lines += [
         "",
         f"To open JupyterLab, go to (see log file {log}):",
         f"    http://localhost:{jupyter_port}/lab?token={token}",
     ]
-    if dashboard_port is not None:
-        lines += ["", *dashboard_lines(dashboard_port, jupyter_port)]
+    if dashboard is not None:
+        inside_lab = (jupyter_port, dashboard.proxied_port)
+        lines += ["", *dashboard_lines(dashboard.port, inside_lab)]
     return "\n".join(lines)

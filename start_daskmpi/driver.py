@@ -9,6 +9,7 @@ import getpass
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from .banners import connection_banner
 from .errors import LaunchError, report
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, format_ranks
+from .node import short_hostname
 from .script import SchedulerLost, Terminated, announce_interrupt, raise_terminated, run_script
 from .security import security_from, write_client_credentials
 from .servers import FAILURES_TOPIC, SchedulerInfo
@@ -165,7 +167,8 @@ def drive(job: Job, reads_stdin: bool) -> int:
     try:
         with client, ended_if_scheduler_lost(client, info, job.log_dir):
             point_clients_here(info.address, job.credentials, job.log_dir)
-            route = ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
+            user = getpass.getuser()
+            to_scheduler = ssh_route(args.ssh_hops, info.host, info.fqdn, user)
             try:
                 wait_for_workers(client, job.layout, args.startup_timeout, job.log_dir)
                 job.workers_came.set()
@@ -173,8 +176,10 @@ def drive(job: Job, reads_stdin: bool) -> int:
                 print(f"Logs: {job.log_dir}")
                 print()
                 if args.script:
-                    return run_script_session(job, route)
-                return serve_jupyterlab(args, client, info, route, job.log_dir, reads_stdin)
+                    return run_script_session(job, to_scheduler)
+                to_here = ssh_route(args.ssh_hops, short_hostname(), socket.getfqdn(), user)
+                return serve_jupyterlab(args, client, info, (to_here, to_scheduler),
+                                        job.log_dir, reads_stdin)
             except LaunchError as e:
                 report(str(e))
                 return 1

@@ -4,6 +4,7 @@ from inside."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -13,14 +14,16 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from distributed import Client
 
-from .banners import jupyter_banner
+from .banners import DashboardPlace, jupyter_banner
+from .dashboard_relay import near_end
 from .errors import LaunchError
+from .node import short_hostname
 from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
 from .servers import SchedulerInfo
 
@@ -49,8 +52,9 @@ def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Pat
     options = []
     if dashboard_port is not None:
         # Notebooks' Client() and the Dask sidebar find the dashboard through
-        # JupyterLab's proxy, which the JupyterLab tunnel alone reaches.
-        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = "/proxy/{port}/status"
+        # JupyterLab's proxy, which the JupyterLab tunnel alone reaches, at
+        # this node's port for it (the relay's, where the scheduler is elsewhere).
+        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = f"/proxy/{dashboard_port}/status"
         settings = lab_settings(dashboard_port, log.parent / "jupyterlab-settings")
         # A fresh workspace: a saved one keeps the Dask sidebar on the last job's URL.
         workspaces = log.parent / "jupyterlab-workspaces"
@@ -117,38 +121,60 @@ def watch_stdin(on_stop: Callable[[], Any]) -> None:
     threading.Thread(target=read, name="watch stdin for stop", daemon=True).start()
 
 
+@contextlib.contextmanager
+def dashboard_on_this_node(info: SchedulerInfo, ssl_context: Any) -> Iterator[int | None]:
+    """The dashboard's port on this node's loopback, where JupyterLab's proxy
+    looks: the scheduler's own where it runs on this node, else the near end
+    of the dashboard relay (dashboard_relay.py); None without a dashboard."""
+    if info.dashboard_port is None or info.dashboard_relay is None:
+        yield info.dashboard_port
+        return
+    port = choose_port(None, info.dashboard_port, lambda p: port_is_free("127.0.0.1", p), "")
+    with near_end(port, info.dashboard_relay, ssl_context):
+        yield port
+
+
 def serve_jupyterlab(
     args: argparse.Namespace,
     client: Client,
     info: SchedulerInfo,
-    route: list[str],
+    routes: tuple[list[str], list[str]],
     log_dir: Path,
     reads_stdin: bool,
 ) -> int:
-    """JupyterLab on this node until 'stop', or until it is shut down from inside."""
-    print("Starting JupyterLab on the scheduler...", flush=True)
+    """JupyterLab on this node until 'stop', or until it is shut down from
+    inside; ``routes``: the SSH routes to this node and to the scheduler's."""
+    lab_route, dashboard_route = routes
+    print(f"Starting JupyterLab on {short_hostname()}...", flush=True)
     stop = threading.Event()
     client.subscribe_topic(CONTROL_TOPIC, lambda event: stop.set())
     if client.get_events(CONTROL_TOPIC):  # typed while the workers were starting
         stop.set()
     if reads_stdin:
         watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
-    port = choose_port(
-        args.jupyter_port, DEFAULT_JUPYTER_PORT,
-        lambda p: p != info.dashboard_port and port_is_free("127.0.0.1", p), "--jupyter-port",
-    )
-    token = secrets.token_urlsafe(32)
-    log = log_dir / "jupyterlab.log"
-    lab = start_jupyterlab(port, token, info.dashboard_port, log)
-    try:
-        wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
-        print()
-        print(jupyter_banner(route, port, info.dashboard_port, token, log))
-        print()
-        print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
-        while not stop.wait(0.5) and lab.poll() is None:
-            pass
-    finally:
-        stop_jupyterlab(lab)
+    relay_tls = client.security.get_connection_args("client")["ssl_context"]
+    with dashboard_on_this_node(info, relay_tls) as proxied_port:
+        port = choose_port(
+            args.jupyter_port, DEFAULT_JUPYTER_PORT,
+            lambda p: p not in (info.dashboard_port, proxied_port)
+            and port_is_free("127.0.0.1", p),
+            "--jupyter-port",
+        )
+        token = secrets.token_urlsafe(32)
+        log = log_dir / "jupyterlab.log"
+        lab = start_jupyterlab(port, token, proxied_port, log)
+        try:
+            wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
+            dashboard = None
+            if info.dashboard_port is not None and proxied_port is not None:
+                dashboard = DashboardPlace(dashboard_route, info.dashboard_port, proxied_port)
+            print()
+            print(jupyter_banner(lab_route, port, token, log, dashboard))
+            print()
+            print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
+            while not stop.wait(0.5) and lab.poll() is None:
+                pass
+        finally:
+            stop_jupyterlab(lab)
     print("Stopping Dask")
     return 0

@@ -19,6 +19,7 @@ from distributed import Scheduler, Security
 from distributed.system import MEMORY_LIMIT
 
 from .checks import preflight
+from .dashboard_relay import dashboard_relay
 from .driver import Job, drive_until_interrupted
 from .errors import LaunchError, attempt, report
 from .gpus import own_masks
@@ -106,8 +107,9 @@ async def serve_scheduler(
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)
         return 2
-    async with scheduler:
-        send_to_all(world, (scheduler_info(scheduler), None), TAG_START)
+    async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler),
+                                          security) as info:
+        send_to_all(world, (info, None), TAG_START)
         role = layout.roles[SCHEDULER_RANK]
         if not await everyone_reaches_the_scheduler(world, layout, role, "", security):
             return 2

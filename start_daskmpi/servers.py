@@ -53,6 +53,9 @@ class SchedulerInfo:
     host: str
     fqdn: str
     dashboard_port: int | None
+    # Where the driver's JupyterLab, on another node, gets the dashboard from
+    # (dashboard_relay.py); None where no relay runs.
+    dashboard_relay: str | None = None
 
 
 class NannyWorker(Worker):

@@ -14,7 +14,12 @@ import pytest
 from distributed import Security
 
 from start_daskmpi import servers
-from start_daskmpi.banners import connection_banner, ssh_tunnel_command
+from start_daskmpi.banners import (
+    DashboardPlace,
+    connection_banner,
+    jupyter_banner,
+    ssh_tunnel_command,
+)
 from start_daskmpi.checks import check_local_directory, check_script
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.logs import OneLineFormatter
@@ -132,6 +137,38 @@ def test_banner_shows_the_port_actually_used():
     assert "ssh -t -L 8790:localhost:8790 u@login ssh -t -L 8790:localhost:8790 thetagpu11" in text
     assert "http://localhost:8790/status" in text
     assert "dashboard is off" in connection_banner(None, ["n"])
+
+
+
+LOG = Path("/logs/jupyterlab.log")
+
+
+def test_jupyterlab_beside_the_scheduler_gets_one_tunnel_for_both():
+    route = ["u@login", "thetagpu11"]
+    text = jupyter_banner(route, 7787, "TOKEN", LOG, DashboardPlace(route, 8787, 8787))
+    both = "-L 7787:localhost:7787 -L 8787:localhost:8787"
+    assert f"ssh -t {both} u@login ssh -t {both} thetagpu11\n" in text
+    assert "(or, one command: ssh -J u@login " + both + " thetagpu11)" in text
+    assert "http://localhost:7787/lab?token=TOKEN" in text
+    assert "http://localhost:8787/status      " \
+        "(also inside JupyterLab: http://localhost:7787/proxy/8787/status)" in text
+
+
+def test_jupyterlab_on_another_node_gets_a_tunnel_of_its_own():
+    text = jupyter_banner(["u@login", "thetagpu12"], 7787, "TOKEN", LOG,
+                          DashboardPlace(["u@login", "thetagpu11"], 8787, 8788))
+    lab, dashboard = text.split("To connect to the Dask dashboard")
+    assert "ssh -t -L 7787:localhost:7787 u@login ssh -t -L 7787:localhost:7787 thetagpu12" in lab
+    assert "8787" not in lab.split("To open JupyterLab")[0]
+    assert "ssh -t -L 8787:localhost:8787 u@login ssh -t -L 8787:localhost:8787 thetagpu11" \
+        in dashboard
+    # Inside JupyterLab, the dashboard is at its port on JupyterLab's node.
+    assert "(also inside JupyterLab: http://localhost:7787/proxy/8788/status)" in text
+
+
+def test_jupyterlab_without_a_dashboard_tunnels_only_itself():
+    text = jupyter_banner(["n1"], 7787, "TOKEN", LOG, None)
+    assert "ssh -t -L 7787:localhost:7787 n1\n" in text and "/status" not in text
 
 
 NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
