@@ -13,6 +13,8 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,14 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, Session, mpirun
+from launch import ROOT, SCRIPTS, Lab, Session, mpirun
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
     pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
 ]
 
-BANNER = r"http://localhost:(\d+)/lab\?token=(\S+)"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -43,18 +44,6 @@ def get(url: str, token: str | None = None) -> int:
             return 200
     except urllib.error.HTTPError as e:
         return e.code
-
-
-class Lab:
-    """What the launcher printed about its JupyterLab and dashboard."""
-
-    def __init__(self, session: Session) -> None:
-        match = session.wait_for(BANNER)
-        session.wait_for("JupyterLab started. Type 'stop' to stop Dask:")
-        self.port, self.token = int(match[1]), match[2]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.dashboard_port = int(session.wait_for(r"http://localhost:(\d+)/status")[1])
-        self.scheduler = session.wait_for(r"Scheduler address: (\S+)")[1]
 
 
 @pytest.fixture(scope="module")
@@ -175,37 +164,29 @@ def test_notebook_runs_against_the_cluster(lab, monkeypatch):
     assert "without gpus" in printed
 
 
+def check_lab(found: Lab, *options: str) -> str:
+    """tests/scripts/check_lab.py on this node: the proxied dashboard, the
+    sidebar's plot list, and what ``options`` add."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "check_lab.py"), found.base, found.token,
+         str(found.proxied_port), *options],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_proxied_dashboard_answers_and_only_for_this_node(lab):
+    found, _, _ = lab
+    printed = check_lab(found, "--refused", f"{socket.gethostname()}:{found.dashboard_port}")
+    assert "the sidebar's plot list: ok" in printed
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
 def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     found, _, _ = lab
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"{found.base}/lab?token={found.token}", timeout=60_000)
-            page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
-            assert "JupyterLab" in page.title()
-            # dask-labextension's sidebar knows the dashboard, through the proxy:
-            page.locator("[data-id='dask-dashboard-launcher']").click()
-            proxied = "[...document.querySelectorAll('input')].map(i => i.value)" \
-                ".find(v => v.includes('proxy/'))"
-            page.wait_for_function(f"() => {proxied}", timeout=60_000)
-            assert page.evaluate(proxied).endswith(f"proxy/{found.dashboard_port}")
-            page.get_by_text("Task Stream").first.wait_for(timeout=60_000)  # its plots
-            page.screenshot(path=tmp_path / "jupyterlab.png")
-            page.goto(f"{found.base}/proxy/{found.dashboard_port}/status", timeout=60_000)
-            page.wait_for_selector(".bk-Figure, .bk-root, div.bk", timeout=60_000)
-            page.screenshot(path=tmp_path / "dashboard.png")
-            assert "Dask" in page.title()
-        finally:
-            browser.close()
-    assert (tmp_path / "jupyterlab.png").stat().st_size > 10_000
-    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    check_lab(found, "--browser", str(tmp_path))
     shots = os.environ.get("START_DASKMPI_SCREENSHOTS")
     if shots:  # to look at them
         for name in ("jupyterlab.png", "dashboard.png"):

