@@ -22,6 +22,14 @@ def carried_variables(environ: Mapping[str, str]) -> list[str]:
     )
 
 
+# Open MPI's mpirun learns that a node is lost (its daemon silent, its link cut)
+# from TCP keepalive on its connection to that node's daemon, by default after
+# 300 s idle and 9 probes 20 s apart; then it ends the job.  Told sooner: after
+# this idle time, and probes this far apart, this many unanswered.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 5, 6
+OPEN_MPI_NOTICES_A_LOST_NODE = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES  # seconds
+
+
 @dataclass(frozen=True)
 class Launcher:
     """How one kind of launcher is told: this many ranks, so many a node, these
@@ -34,6 +42,7 @@ class Launcher:
     per_node: str  # its option for ranks a node
     hostfile: str | None  # its option for the node file; None: the batch system says
     unbound: tuple[str, ...] = ()  # what keeps it from binding each rank to one core
+    bounded: tuple[str, ...] = ()  # what makes it end the job within a bound when a node is lost
     export: str | None = None  # its option for one variable to pass; None: it passes all
 
     def command(
@@ -42,14 +51,21 @@ class Launcher:
         words = [self.program, self.total, str(total), self.per_node, str(per_node)]
         if hostfile and self.hostfile:
             words += [self.hostfile, hostfile]
-        words += self.unbound
+        words += self.unbound + self.bounded
         if self.export:
             words += [word for name in variables for word in (self.export, name)]
         return words
 
 
-OPEN_MPI = Launcher("Open MPI (Cobalt)", "mpirun", "-np", "-npernode", "--hostfile",
-                    unbound=("--bind-to", "none"), export="-x")
+OPEN_MPI = Launcher(
+    "Open MPI (Cobalt)", "mpirun", "-np", "-npernode", "--hostfile",
+    unbound=("--bind-to", "none"), export="-x",
+    bounded=tuple(word for name, value in (
+        ("oob_tcp_keepalive_time", KEEPALIVE_IDLE),
+        ("oob_tcp_keepalive_intvl", KEEPALIVE_INTERVAL),
+        ("oob_tcp_keepalive_probes", KEEPALIVE_PROBES),
+    ) for word in ("--mca", name, str(value))),
+)
 # MPICH's hydra (which binds nothing unless told), Cray's PALS (Polaris, Aurora), Intel MPI
 MPICH = Launcher("MPICH, Cray (PBS)", "mpiexec", "-n", "--ppn", "--hostfile")
 SLURM = Launcher("Slurm", "srun", "-n", "--ntasks-per-node", None, unbound=("--cpu-bind=none",))

@@ -13,7 +13,7 @@ from distributed import Scheduler, Security
 
 from .errors import report
 from .layout import SCHEDULER_RANK, Layout, Role, format_ranks
-from .mpi import POLL_INTERVAL, count_everywhere
+from .mpi import POLL_INTERVAL, count_everywhere, end_job_without_lost_ranks
 from .network import node_addresses
 from .servers import reach, registered_workers
 
@@ -88,8 +88,7 @@ def end_at_once_if_workers_were_lost(
     """Workers that left the cluster for good by the end (their node lost, its
     link cut): MPI may never reach their ranks again, and a message to them can
     hang, or crash the MPI library.  Name them, and end the job now with the
-    script's status, by MPI_Abort, which launchers obey without waiting for
-    the lost node."""
+    script's status."""
     lost = asyncio.run(workers_lost(address, security, layout.workers))
     logger.info("at the end, workers lost: %s", [role.name for role in lost])
     if lost:
@@ -100,4 +99,4 @@ def end_at_once_if_workers_were_lost(
             "ends without them"
         )
         sys.stdout.flush()
-        world.Abort(code)
+        end_job_without_lost_ranks(world, code)

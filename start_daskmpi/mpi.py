@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import LaunchError, attempt, report
+from .launchers import OPEN_MPI_NOTICES_A_LOST_NODE
 from .layout import DRIVER_RANK, SCHEDULER_RANK, Node, format_ranks
 
 logger = logging.getLogger("start_daskmpi")
@@ -74,13 +75,29 @@ def mpi_world(environ: Mapping[str, str]) -> Any:
     return world
 
 
+class RankLost(Exception):
+    """A rank died, and the launcher keeps the job running: an MPI with fault
+    tolerance (Open MPI's --with-ft=ulfm) says so on a message awaited from it."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(rank)
+        self.rank = rank
+
+
 async def receive(world: Any, source: int, tag: int) -> Any:
     """One message, waited for by polling: a blocking MPI receive would spin a
-    core that the node's workers need."""
+    core that the node's workers need.  Raises RankLost if ``source`` died."""
+    from mpi4py import MPI
+
     request = world.irecv(source=source, tag=tag)
     try:
         while True:
-            done, message = request.test()
+            try:
+                done, message = request.test()
+            except MPI.Exception as e:
+                if e.Get_error_class() == MPI.ERR_PROC_FAILED:
+                    raise RankLost(source) from None
+                raise
             if done:
                 return message
             await asyncio.sleep(POLL_INTERVAL)
@@ -194,8 +211,8 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
     finalised as soon as one exits non-zero, then reports the kill instead of
     the status.  So every rank tells the driver it is leaving; a rank that
     never does (its node lost, its link cut) is named by the driver, which ends
-    the job with ``status`` by MPI_Abort: launchers obey it at once, where they
-    would wait for the lost node's daemon.  ``hosts``: each rank's node."""
+    the job with ``status`` (end_job_without_lost_ranks).  ``hosts``: each
+    rank's node."""
     from mpi4py import MPI
 
     if world.rank == DRIVER_RANK:
@@ -208,7 +225,7 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
                 f"the end (a node lost, or its network cut): the job ends without them"
             )
             sys.stdout.flush()
-            world.Abort(status)
+            end_job_without_lost_ranks(world, status)
         leaving = None
     else:
         leaving = world.isend(None, dest=DRIVER_RANK, tag=TAG_LEFT)
@@ -222,18 +239,40 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
         MPI.Finalize()
 
 
+def end_job_without_lost_ranks(world: Any, status: int) -> None:
+    """End the job now with ``status``, where some ranks cannot be reached (their
+    node lost, its link cut).  MPICH's and Slurm's launchers obey MPI_Abort at
+    once.  Open MPI's mpirun, told to abort, waits to hear from the lost node's
+    daemon until TCP gives up on it (a quarter of an hour); but it ends the job
+    itself once its keepalive finds that daemon silent, which the launch lines
+    bound (launchers.py): wait for that first, then abort all the same."""
+    from mpi4py import MPI
+
+    if MPI.Get_library_version().startswith("Open MPI"):
+        logger.info("waiting for mpirun to end the job, its keepalive having found the node lost")
+        # Its SIGTERM is the end we wait for: no traceback from our handlers.
+        with contextlib.suppress(ValueError):  # only the main thread may say so
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(OPEN_MPI_NOTICES_A_LOST_NODE + LEAVE_GRACE)
+    world.Abort(status)
+
+
 @contextlib.contextmanager
-def hard_exit_ends_the_job(world: Any, hosts: Sequence[str]) -> Iterator[None]:
+def hard_exit_ends_the_job(
+    world: Any, hosts: Sequence[str], record: Callable[[int], None]
+) -> Iterator[None]:
     """Make the script's ``os._exit(n)`` end the job with status n, as it ends
     ``python script.py``: mpirun would see the driver vanish, kill the other
-    ranks and report a signal.  The other ranks are told first, and exit with
-    it; a forked child's ``os._exit`` stays the plain one."""
+    ranks and report a signal.  ``record`` keeps the status, then the other
+    ranks are told, and exit with it; a forked child's ``os._exit`` stays the
+    plain one."""
     plain_exit, driver = os._exit, os.getpid()
 
     def end_job_and_exit(status: int) -> None:
         if os.getpid() == driver:
             sys.stdout.flush()
             sys.stderr.flush()
+            record(status)
             send_to_all(world, status, TAG_END)
             exit_together(world, status, hosts)
             # exit(3), not _exit(2): MPICH's exit handlers must run for its

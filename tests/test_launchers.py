@@ -67,8 +67,11 @@ def test_the_batch_scripts_command_is_the_plans(monkeypatch):
                "START_DASKMPI_X": "1"}
     assert shlex.split(launch_report(args, Node("n", ("0",), 64, 2**30), environ)) == [
         "/ompi/bin/mpirun", "-np", "6", "-npernode", "3", "--hostfile", "/tmp/my hosts",
-        "--bind-to", "none", "-x", "PATH", "-x", "DASK_DISTRIBUTED__WORKER__DAEMON",
-        "-x", "START_DASKMPI_X",
+        "--bind-to", "none",
+        # A node lost: mpirun ends the job after 30 s of silence and 6 probes 5 s apart.
+        "--mca", "oob_tcp_keepalive_time", "30", "--mca", "oob_tcp_keepalive_intvl", "5",
+        "--mca", "oob_tcp_keepalive_probes", "6",
+        "-x", "PATH", "-x", "DASK_DISTRIBUTED__WORKER__DAEMON", "-x", "START_DASKMPI_X",
     ]
 
 

@@ -283,7 +283,9 @@ def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
     assert block_placement(20, 2) == [0] * 10 + [1] * 10
     assert block_placement(7, 3) == [0, 0, 0, 1, 1, 1, 2]
     assert " ".join(OPEN_MPI.command(20, 10, "$NODEFILE", ["PATH", "DASK_X"])) == (
-        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none -x PATH -x DASK_X"
+        "mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none "
+        "--mca oob_tcp_keepalive_time 30 --mca oob_tcp_keepalive_intvl 5 "
+        "--mca oob_tcp_keepalive_probes 6 -x PATH -x DASK_X"
     )
     assert MPICH.command(20, 10, "h", ["PATH"]) == [
         "mpiexec", "-n", "20", "--ppn", "10", "--hostfile", "h",  # hydra passes all, binds none
@@ -295,7 +297,9 @@ def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
                          Node("here", tuple("01234567"), 64, 2**39), {"PATH": "/bin"})
     assert (
         "Open MPI (Cobalt): mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none "
-        f"-x PATH {sys.executable} {ROOT / 'start_daskmpi.py'} job.py 'a b'"
+        "--mca oob_tcp_keepalive_time 30 --mca oob_tcp_keepalive_intvl 5 "
+        f"--mca oob_tcp_keepalive_probes 6 -x PATH {sys.executable} "
+        f"{ROOT / 'start_daskmpi.py'} job.py 'a b'"
     ) in report
 
 
