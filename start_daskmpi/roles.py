@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from distributed.system import MEMORY_LIMIT
 
 from .checks import preflight
 from .dashboard_relay import dashboard_relay
-from .driver import Job, drive_until_interrupted
+from .driver import Job, drive_until_interrupted, record_status
 from .errors import LaunchError, attempt, report
 from .gpus import own_masks
 from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
@@ -39,10 +40,12 @@ from .layout import (
 from .liveness import driver_gone, end_at_once_if_workers_were_lost, everyone_reaches_the_scheduler
 from .logs import log_to_file
 from .mpi import (
+    LEAVE_GRACE,
     LEAVE_TIMEOUT,
     POLL_INTERVAL,
     TAG_END,
     TAG_START,
+    RankLost,
     agree,
     exit_together,
     gather_nodes,
@@ -122,10 +125,10 @@ async def serve_scheduler(
         lost = asyncio.ensure_future(driver_gone(scheduler))
         finished = asyncio.ensure_future(scheduler.finished())
         await unless_ended(end, asyncio.wait([finished, lost], return_when="FIRST_COMPLETED"))
-        if lost.done() and not end.done():
-            driver = layout.roles[DRIVER_RANK]
-            report(f"lost the driver (rank {DRIVER_RANK} on {driver.host}): the job ends")
-            world.Abort(1)
+        if end.done():
+            end.result()  # raises RankLost where the driver died under a fault-tolerant MPI
+        elif lost.done():  # its client gone, under a launcher that keeps the other ranks
+            raise RankLost(DRIVER_RANK)
         for watch in (lost, finished):
             watch.cancel()
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
@@ -187,7 +190,7 @@ def serve_driver(
         return 2
     code = 1
     try:
-        with hard_exit_ends_the_job(world, layout.hosts):
+        with hard_exit_ends_the_job(world, layout.hosts, lambda c: record_status(args, c)):
             job = Job(args, info, layout, log_dir, credentials)
             code = drive_until_interrupted(job, reads_stdin=False)
         if job.workers_came.is_set():
@@ -247,9 +250,25 @@ def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
 def run_rank(world: Any, args: argparse.Namespace) -> int:
     """This rank's part of the job, ended together with the other ranks."""
     hosts: list[str] = []  # each rank's node, once agreed: the end names lost ones
-    code = play_role(world, args, hosts)
+    try:
+        code = play_role(world, args, hosts)
+    except RankLost as e:
+        end_job_for_lost_rank(world, e.rank, hosts)
     exit_together(world, code, hosts)
     return code
+
+
+def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> None:
+    """A rank died (the driver, say) under a launcher that keeps the others
+    running: the scheduler's rank says so once and ends the job; another rank
+    that saw it first gives the scheduler's rank a moment to."""
+    if world.rank == SCHEDULER_RANK:
+        what = "driver" if rank == DRIVER_RANK else f"rank {rank}"
+        where = hosts[rank] if rank < len(hosts) else "its node"
+        report(f"lost the {what} (rank {rank} on {where}): the job ends")
+    else:
+        time.sleep(LEAVE_GRACE)
+    world.Abort(1)
 
 
 def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
