@@ -74,7 +74,10 @@ read -r -a options <<<"${DASKMPI_OPTIONS:-}"
 
 scheduler=$(scheduler_of_this_job)
 hosts=$(mktemp "${TMPDIR:-/tmp}/daskmpi_hosts.XXXXXX")
-trap 'rm -f "$hosts"' EXIT
+# The job's status as the driver says it, in the job's folder (shared: the driver
+# may run on another node): the launcher's may hide it.
+said=$(mktemp "$PWD/.daskmpi_status.XXXXXX")
+trap 'rm -f "$hosts" "$said"' EXIT
 job_nodes >"$hosts"
 nodes=$(wc -l <"$hosts")
 # By its full path: Open MPI's mpirun, called by its own full path, puts its folder
@@ -96,7 +99,14 @@ else  # the launch line of the MPI found here, as --plan builds them
     launch=$("$python" -m start_daskmpi --launch-command --nodes "$nodes" -np "$total" --hostfile "$hosts") || exit 2
 fi
 eval "launcher=($launch)"  # the words as the launcher line quotes them
-say "running: ${launcher[*]} $python -m start_daskmpi --gpus-per-node $gpus ${options[*]} $*"
+command=("$python" -m start_daskmpi --gpus-per-node "$gpus" --status-file "$said" "${options[@]}" "$@")
+say "running: ${launcher[*]} ${command[*]}"
 status=0
-"${launcher[@]}" "$python" -m start_daskmpi --gpus-per-node "$gpus" "${options[@]}" "$@" || status=$?
+"${launcher[@]}" "${command[@]}" || status=$?
+if [[ -s $said ]]; then
+    status=$(<"$said")
+elif ((status == 0)); then  # Open MPI's mpirun, having lost a node, exits 0
+    say "error: the job ended before its driver could tell how (a node lost?): see the MPI launcher's lines above"
+    status=1
+fi
 exit "$status"

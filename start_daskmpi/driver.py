@@ -195,4 +195,16 @@ def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:
     except KeyboardInterrupt as e:
         code = announce_interrupt(e)
     print("Successfully exited" if code == 0 else f"Exited with status {code}")
+    record_status(job.args, code)
     return code
+
+
+def record_status(args: argparse.Namespace, code: int) -> None:
+    """The job's status in --status-file, for a batch script to trust over its
+    MPI launcher's; written before the ranks end, which a launcher may kill."""
+    if args.status_file is None:
+        return
+    try:
+        args.status_file.write_text(f"{code}\n")
+    except OSError as e:
+        report(f"cannot write the exit status to {args.status_file}: {e.strerror}")

@@ -204,6 +204,11 @@ def add_run_options(group: Any) -> None:
         help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
     )
     group.add_argument(
+        "--status-file", type=Path, metavar="FILE",
+        help="write the job's exit status here once the script ends, for a batch script: "
+        "an MPI launcher may report another (Open MPI's mpirun, losing a node, says 0)",
+    )
+    group.add_argument(
         "--startup-timeout", type=_seconds, default=120.0, metavar="SECONDS",
         help="seconds to wait for every worker to register (default 120)",
     )

@@ -67,3 +67,39 @@ def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
     assert seen["workers"] == [f"{HOST}-gpu{i}" for i in range(GPUS)]
     assert sorted(seen["devices"].values()) == [str(i) for i in range(GPUS)]
     assert "Successfully exited" in run.stdout
+
+
+def batch(tmp_path: Path, launcher: str, script: list[str]):
+    """The batch script with DASKMPI_LAUNCHER standing in for the MPI launcher:
+    it runs start_daskmpi here, without MPI, as a local cluster."""
+    env = {
+        **scheduler_environment("Slurm", tmp_path / "nodes"),
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DASKMPI_GPUS_PER_NODE": "0",
+        "DASKMPI_OPTIONS": f"--interface lo --log-dir {tmp_path / 'logs'}",
+        "DASKMPI_LAUNCHER": launcher,
+    }
+    run = launch(script, cwd=tmp_path, env=env, timeout=120,
+                 launcher=[shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")])
+    assert list(tmp_path.glob(".daskmpi_status.*")) == [], "the status file stays behind"
+    return run
+
+
+@pytest.mark.timeout(150)
+def test_the_batch_script_keeps_the_scripts_status_where_the_launcher_says_0(tmp_path):
+    """Open MPI's mpirun exits 0 when it loses a node, whatever the script did:
+    the driver's own word (--status-file) decides."""
+    failing = tmp_path / "fails.py"
+    failing.write_text("raise SystemExit(3)\n")
+    says_zero = "sh -c '\"$@\"; exit 0' launcher"
+    run = batch(tmp_path, says_zero, [str(failing)])
+    assert run.rc == 3 and "Exited with status 3" in run.stdout, run
+
+
+@pytest.mark.timeout(150)
+def test_the_batch_script_fails_a_job_whose_driver_never_said_how_it_ended(tmp_path):
+    run = batch(tmp_path, "true", [str(SCRIPTS / "report_cluster.py")])
+    assert run.rc == 1, run
+    assert "daskmpi_job_gpu.sh: error: the job ended before its driver could tell how " \
+        "(a node lost?): see the MPI launcher's lines above" in run.stdout, run

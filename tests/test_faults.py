@@ -144,10 +144,17 @@ def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, end
         f"open({str(marker)!r}, 'w').write(repr(time.time()))\n"
         f"{source}\n"
     )
-    run = launch([*loopback, str(script)], np=ranks)
+    said = tmp_path / "status"
+    run = launch([*loopback, "--status-file", str(said), str(script)], np=ranks)
     ended = time.time()
     record(run, "fault", f"script {ending}" + ("" if ranks else ", no mpirun"))
     assert run.rc == status and run.leftovers == [], run
+    # What a batch script trusts over the launcher's word; a local os._exit is
+    # the plain one, as in python, and leaves no word.
+    if ranks or not ending.startswith("os._exit"):
+        assert said.read_text() == f"{status}\n"
+    else:
+        assert not said.exists()
     assert ended - float(marker.read_text()) < 15, run
     assert run.output.count(TRACEBACK) == tracebacks, run
     if ending == "raises":
