@@ -226,6 +226,22 @@ class SimCluster:
                 "--prtemca", "oob_tcp_if_include", network, "--mca", "btl_tcp_if_include", network]
 
 
+def mpich_environment(cluster: SimCluster) -> dict[str, str]:
+    """What mpich() says, as variables: for a launch line the test does not
+    write (the batch script's)."""
+    return {"HYDRA_LAUNCHER": "ssh", "HYDRA_LAUNCHER_EXEC": str(cluster.ssh),
+            "HYDRA_IFACE": cluster.bridge, **SimCluster.MPICH_ENVIRONMENT}
+
+
+def openmpi_environment(cluster: SimCluster) -> dict[str, str]:
+    """What openmpi() says, as variables (its mpirun, called by its full path,
+    finds its own prefix)."""
+    network = str(cluster.subnet)
+    return {"PRTE_MCA_plm_ssh_agent": str(cluster.ssh),
+            "PRTE_MCA_oob_tcp_if_include": network, "OMPI_MCA_btl_tcp_if_include": network,
+            "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     if reason := skip_reason():

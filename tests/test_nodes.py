@@ -31,7 +31,8 @@ from launch import (
     report,
     run_processes,
 )
-from simcluster import SimCluster, skip_reason
+from simcluster import SimCluster, mpich_environment, openmpi_environment, skip_reason
+from start_daskmpi import launchers
 from start_daskmpi.launchers import carried_variables
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -46,12 +47,13 @@ pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
     pytest.mark.skipif(not MPIEXEC.exists(), reason="no MPICH mpiexec beside this Python"),
 ]
-BOTH_MPIS = pytest.mark.parametrize("mpi", [
-    "MPICH",
-    pytest.param("Open MPI", marks=pytest.mark.skipif(
-        not (OPEN_MPI / "bin" / "mpirun").exists(),
-        reason=f"no Open MPI environment in {OPEN_MPI} (.ci/run makes one)")),
-])
+NEEDS_OPEN_MPI = pytest.mark.skipif(
+    not (OPEN_MPI / "bin" / "mpirun").exists(),
+    reason=f"no Open MPI environment in {OPEN_MPI} (.ci/run makes one)",
+)
+BOTH_MPIS = pytest.mark.parametrize(
+    "mpi", ["MPICH", pytest.param("Open MPI", marks=NEEDS_OPEN_MPI)]
+)
 
 
 def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
@@ -61,11 +63,13 @@ def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
 
 
 def open_mpi_run(cluster: SimCluster, ranks, *options: str) -> list[str]:
-    """The same with Open MPI's mpirun, which passes no variable to other nodes
-    unless told: the ones the launch lines carry, and the tests' run token."""
+    """The same with Open MPI's mpirun and the launch line's own options; it
+    passes no variable to other nodes unless told: the ones the launch lines
+    carry, and the tests' run token."""
     carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""})
     return [str(OPEN_MPI / "bin" / "mpirun"), *options, *cluster.openmpi(ranks, OPEN_MPI),
-            "--bind-to", "none", *[word for name in carried for word in ("-x", name)],
+            *launchers.OPEN_MPI.unbound, *launchers.OPEN_MPI.bounded,
+            *[word for name in carried for word in ("-x", name)],
             str(OPEN_MPI / "bin" / "python"), str(LAUNCHER)]
 
 
@@ -104,16 +108,19 @@ print("READY", flush=True)
 time.sleep(4)  # the test cuts a node off meanwhile
 x = da.ones((2000, 2000), chunks=500)
 print("SUM", x.sum().compute(), flush=True)
+raise SystemExit(3)  # the job's status, as the script's
 """
 
 
 def rank_process(token: str, rank: int) -> psutil.Process:
     """The process of one rank of the run (not its children, which inherit its
-    environment)."""
+    environment): the child of MPICH's proxy or Open MPI's daemon."""
     for process in run_processes(token):
         with contextlib.suppress(psutil.Error):
-            if process.environ().get("PMI_RANK") == str(rank) and \
-                    "hydra_pmi_proxy" in " ".join(process.parent().cmdline()):
+            said = process.environ()
+            parent = " ".join(process.parent().cmdline())
+            if str(rank) in (said.get("PMI_RANK"), said.get("OMPI_COMM_WORLD_RANK")) and \
+                    ("hydra_pmi_proxy" in parent or "prted" in parent):
                 return process
     raise AssertionError(f"no process of rank {rank}")
 
@@ -230,107 +237,162 @@ def test_a_node_that_cannot_reach_the_scheduler_is_named_at_once(tmp_path):
 
 
 @pytest.mark.timeout(200)
-def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record):
-    """The script's result is right, computed on the nodes left; the job ends
-    with its status within a minute of its end, naming the lost node."""
+@BOTH_MPIS
+def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record, mpi):
+    """The script's result is right, computed on the nodes left, and the job
+    ends within a minute of the script, naming the lost node.  MPICH: our
+    ranks end it, with the script's status.  Open MPI: its mpirun ends it
+    itself once its keepalive (set by the launch line) finds the node's daemon
+    silent, and names the node; the status is its own."""
     script = tmp_path / "lose_a_node.py"
     script.write_text(LOSE_A_NODE)
-    # MPICH only: under Open MPI 5, mpirun did not end within a minute of the
-    # script's end (the open issue says so).
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, cwd=tmp_path) as session:
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, mpi=mpi,
+                                              cwd=tmp_path) as session:
         session.wait_for("READY")
         cluster.cut(cluster.nodes[1])
-        session.wait_for("Successfully exited", timeout=120)
+        session.wait_for("Exited with status 3", timeout=120)
         ended = time.monotonic()
         session.process.wait(60)
         on_lost_node = set(cluster.processes(cluster.nodes[1]))
         run = session.finish(timeout=30)
         lost = cluster.nodes[1].name
     print(run)
-    record(run, "fault", "a node's link cut mid-run (MPICH)")
-    assert run.rc == 0 and "SUM 4000000.0" in run.stdout, run
-    assert time.monotonic() - ended < 60, run
+    record(run, "fault", f"a node's link cut mid-run ({mpi})")
+    assert "SUM 4000000.0" in run.stdout and time.monotonic() - ended < 60, run
     # Left running: only what the lost node runs, which no one can reach (on a
     # cluster, the batch system's end of the job ends them).
     left = {int(line.split()[0]) for line in run.leftovers}
     assert left <= on_lost_node, (left, on_lost_node, run)
-    assert our_lines(run.stderr) == [
-        f"start_daskmpi: error: rank(s) 3-4 on {lost}: their workers left the cluster and "
-        "did not come back (a node lost, or its network cut); the job ends without them"
-    ], run
+    ours = (f"start_daskmpi: error: rank(s) 3-4 on {lost}: their workers left the cluster "
+            "and did not come back (a node lost, or its network cut); the job ends without them")
+    if mpi == "MPICH":
+        assert run.rc == 3 and our_lines(run.stderr) == [ours], run
+    else:
+        assert "PRTE has lost communication with a remote daemon" in run.output, run
+        assert f"on node {lost}" in run.output and our_lines(run.stderr) in ([], [ours]), run
 
 
 @pytest.mark.timeout(150)
-def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, record):
-    """Every process on the second node killed (its daemon too): MPICH's
-    mpiexec ends the whole job at once itself, before any rank of ours can."""
+@BOTH_MPIS
+def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, record, mpi):
+    """Every process on the second node killed (its daemon too): the MPI
+    launcher ends the whole job at once itself, before any rank of ours can.
+    Open MPI's mpirun names the node but exits 0 (the batch script does not
+    pass that on: test_a_batch_job_that_loses_a_node_fails)."""
     script = tmp_path / "long.py"
     script.write_text(SLEEPS)
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, cwd=tmp_path) as session:
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, mpi=mpi,
+                                              cwd=tmp_path) as session:
         session.wait_for("READY")
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
         run = session.finish(timeout=60)
-    record(run, "fault", "every process on a node killed (MPICH)")
-    assert run.rc not in (0, None) and run.leftovers == [], run
+    record(run, "fault", f"every process on a node killed ({mpi})")
+    assert run.rc is not None and run.leftovers == [], run
     assert time.monotonic() - killed < 30, run
+    if mpi == "MPICH":
+        assert run.rc != 0, run
+    else:
+        # "lost communication with a remote daemon" or "a daemon failed to
+        # report back", by when it noticed: both name the node.
+        assert cluster.nodes[1].name in run.output.split("READY")[1], run
 
 
 @pytest.mark.timeout(150)
-def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(tmp_path, record):
-    """MPICH's -disable-auto-cleanup keeps the other ranks running when one
-    dies: the scheduler notices the driver's client gone and ends the job."""
+@pytest.mark.parametrize("mpi, keep_going", [
+    ("MPICH", "-disable-auto-cleanup"),
+    pytest.param("Open MPI", "--with-ft=ulfm", marks=NEEDS_OPEN_MPI),
+])
+def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(
+    tmp_path, record, mpi, keep_going
+):
+    """A launcher told to keep the other ranks running when one dies (MPICH's
+    -disable-auto-cleanup, Open MPI's fault-tolerant mode): the scheduler
+    notices the driver's client gone and ends the job."""
     script = tmp_path / "long.py"
     script.write_text(SLEEPS)
     with SimCluster(2) as cluster, session_on(
-        cluster, 5, script, "-disable-auto-cleanup", cwd=tmp_path
+        cluster, 5, script, keep_going, mpi=mpi, cwd=tmp_path
     ) as session:
         session.wait_for("READY")
         driver = rank_process(session.token, 1)  # on the second node: ranks go in turn
         driver.kill()
         killed = time.monotonic()
         run = session.finish(timeout=90)
-    record(run, "fault", "the driver killed, launcher keeps the others (MPICH)")
+    record(run, "fault", f"the driver killed, launcher keeps the others ({mpi})")
     assert run.rc == 1 and run.leftovers == [], run
     assert time.monotonic() - killed < 45, run
     assert f"start_daskmpi: error: lost the driver (rank 1 on {cluster.nodes[1].name}): " \
         "the job ends" in our_lines(run.stderr), run
 
 
+def batch_on(cluster: SimCluster, tmp_path: Path, scheduler: str, mpi: str, script: list[str],
+             session: bool = False):
+    """daskmpi_job_gpu.sh as ``scheduler`` runs it, with a node file of the
+    simulated hosts, the MPI on PATH told by its own variables to reach them;
+    a Session if ``session``, else the finished run."""
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("".join(f"{node.address}\n" for node in cluster.nodes))
+    variables = {
+        "Cobalt": {"COBALT_NODEFILE": str(nodefile), "COBALT_JOBID": "77"},
+        "PBS": {"PBS_NODEFILE": str(nodefile), "PBS_JOBID": "77.pbs",
+                "PBS_O_WORKDIR": str(tmp_path)},
+        "Slurm": {"SLURM_JOB_NODELIST": ",".join(n.address for n in cluster.nodes),
+                  "SLURM_JOB_ID": "77", "SLURM_SUBMIT_DIR": str(tmp_path)},
+    }[scheduler]
+    python = Path(sys.executable) if mpi == "MPICH" else OPEN_MPI / "bin" / "python"
+    env = {
+        **variables,
+        "PATH": f"{python.parent}:{os.environ['PATH']}",
+        **(mpich_environment(cluster) if mpi == "MPICH"
+           else {**openmpi_environment(cluster), **ROOT_ALLOWED}),
+        "DASKMPI_GPUS_PER_NODE": "2",
+        "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'}",
+    }
+    if scheduler == "PBS":  # qsub passes no arguments to a job script
+        env["DASKMPI_SCRIPT"], script = " ".join(script), []
+    launcher = [shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")]
+    if session:
+        return Session(script, cwd=tmp_path, env=env, launcher=launcher)
+    run = launch(script, cwd=tmp_path, env=env, timeout=150, launcher=launcher)
+    print(run)
+    return run
+
+
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("scheduler", ["Cobalt", "PBS", "Slurm"])
-def test_the_batch_script_runs_a_job_across_nodes(tmp_path, scheduler):
-    """daskmpi_job_gpu.sh as each batch system runs it, with a node file of the
-    simulated hosts, MPICH's hydra told by its own variables to reach them."""
+@BOTH_MPIS
+def test_the_batch_script_runs_a_job_across_nodes(tmp_path, scheduler, mpi):
     with SimCluster(2) as cluster:
-        nodefile = tmp_path / "nodes"
-        nodefile.write_text("".join(f"{node.address}\n" for node in cluster.nodes))
-        variables = {
-            "Cobalt": {"COBALT_NODEFILE": str(nodefile), "COBALT_JOBID": "77"},
-            "PBS": {"PBS_NODEFILE": str(nodefile), "PBS_JOBID": "77.pbs",
-                    "PBS_O_WORKDIR": str(ROOT)},
-            "Slurm": {"SLURM_JOB_NODELIST": ",".join(n.address for n in cluster.nodes),
-                      "SLURM_JOB_ID": "77", "SLURM_SUBMIT_DIR": str(ROOT)},
-        }[scheduler]
-        env = {
-            **variables,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "HYDRA_LAUNCHER": "ssh", "HYDRA_LAUNCHER_EXEC": str(cluster.ssh),
-            "HYDRA_IFACE": cluster.bridge, **SimCluster.MPICH_ENVIRONMENT,
-            "DASKMPI_GPUS_PER_NODE": "2",
-            "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'}",
-        }
-        script = [str(SCRIPTS / "report_cluster.py")]
-        if scheduler == "PBS":
-            env["DASKMPI_SCRIPT"], script = script[0], []
-        run = launch(script, cwd=ROOT, env=env, timeout=150,
-                     launcher=[shutil.which("bash"), str(ROOT / "daskmpi_job_gpu.sh")])
-        print(run)
+        run = batch_on(cluster, tmp_path, scheduler, mpi, [str(SCRIPTS / "report_cluster.py")])
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
     assert f"{scheduler} job on 2 node(s)" in run.stdout
     assert "8 ranks on 2 node(s) of 2 GPU(s), placed in blocks:" in run.stdout
-    assert "--ppn 4 --hostfile " in run.stdout  # the launch line --launch-command gave
+    # The launch line --launch-command gave, for the MPI found on PATH:
+    assert ("--ppn 4 --hostfile " if mpi == "MPICH" else "-npernode 4 --hostfile ") in run.stdout
     seen = report(run)
     assert seen["workers"] == sorted(
         f"{node.name}-gpu{gpu}" for node in cluster.nodes for gpu in (0, 1)
     )
+
+
+@pytest.mark.timeout(200)
+@BOTH_MPIS
+def test_a_batch_job_that_loses_a_node_fails(tmp_path, record, mpi):
+    """Every process on the second node killed under the batch script: the MPI
+    launcher ends the job (Open MPI's mpirun with status 0, which the batch
+    script, with no word from the driver, does not pass on)."""
+    script = tmp_path / "long.py"
+    script.write_text(SLEEPS)
+    with SimCluster(2) as cluster, \
+            batch_on(cluster, tmp_path, "Slurm", mpi, [str(script)], session=True) as session:
+        session.wait_for("READY")
+        cluster.kill_node(cluster.nodes[1])
+        killed = time.monotonic()
+        run = session.finish(timeout=60)
+    record(run, "fault", f"every process on a node killed, batch script ({mpi})")
+    assert run.rc not in (0, None) and run.leftovers == [], run
+    assert time.monotonic() - killed < 30, run
+    if mpi == "Open MPI":
+        assert run.rc == 1 and "daskmpi_job_gpu.sh: error: the job ended before its driver " \
+            "could tell how (a node lost?)" in run.stdout, run
