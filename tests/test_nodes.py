@@ -112,6 +112,17 @@ raise SystemExit(3)  # the job's status, as the script's
 """
 
 
+@contextlib.contextmanager
+def ready_on_two_nodes(tmp_path: Path, source: str, mpi: str):
+    """A script running on two nodes, three ranks and two, once it printed READY."""
+    script = tmp_path / "job.py"
+    script.write_text(source)
+    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, mpi=mpi,
+                                              cwd=tmp_path) as session:
+        session.wait_for("READY")
+        yield cluster, session
+
+
 def rank_process(token: str, rank: int) -> psutil.Process:
     """The process of one rank of the run (not its children, which inherit its
     environment): the child of MPICH's proxy or Open MPI's daemon."""
@@ -244,11 +255,7 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record, mp
     ranks end it, with the script's status.  Open MPI: its mpirun ends it
     itself once its keepalive (set by the launch line) finds the node's daemon
     silent, and names the node; the status is its own."""
-    script = tmp_path / "lose_a_node.py"
-    script.write_text(LOSE_A_NODE)
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, mpi=mpi,
-                                              cwd=tmp_path) as session:
-        session.wait_for("READY")
+    with ready_on_two_nodes(tmp_path, LOSE_A_NODE, mpi) as (cluster, session):
         cluster.cut(cluster.nodes[1])
         session.wait_for("Exited with status 3", timeout=120)
         ended = time.monotonic()
@@ -279,11 +286,7 @@ def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, r
     launcher ends the whole job at once itself, before any rank of ours can.
     Open MPI's mpirun names the node but exits 0 (the batch script does not
     pass that on: test_a_batch_job_that_loses_a_node_fails)."""
-    script = tmp_path / "long.py"
-    script.write_text(SLEEPS)
-    with SimCluster(2) as cluster, session_on(cluster, [3, 2], script, mpi=mpi,
-                                              cwd=tmp_path) as session:
-        session.wait_for("READY")
+    with ready_on_two_nodes(tmp_path, SLEEPS, mpi) as (cluster, session):
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
         run = session.finish(timeout=60)
