@@ -28,6 +28,7 @@ TESTS = [
     "tests/test_nodes.py::test_a_node_cut_off_mid_run_ends_the_job_within_a_bound",
     "tests/test_nodes.py::test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher",
     "tests/test_nodes.py::test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job",
+    "tests/test_nodes.py::test_a_batch_job_that_loses_a_node_fails",
 ]
 
 
