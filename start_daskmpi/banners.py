@@ -11,24 +11,33 @@ def forwards(ports: Sequence[int]) -> str:
     return " ".join(f"-L {port}:localhost:{port}" for port in ports)
 
 
-def ssh_tunnel_command(route: Sequence[str], ports: Sequence[int]) -> str:
-    """Nested ssh that forwards each port through every hop to the node's localhost."""
-    return " ".join(f"ssh -t {forwards(ports)} {hop}" for hop in route)
-
-
-def ssh_jump_command(route: Sequence[str], ports: Sequence[int]) -> str:
-    """The same tunnel in one ssh, through the hops as jump hosts."""
+def ssh_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """One ssh to the node through the login hops as jump hosts: the ports are
+    forwarded from this machine straight to the node's loopback, and nothing
+    listens on the login nodes; a port already taken here is an error, not a
+    warning after which the browser would talk to whoever holds it."""
     jumps = f"-J {','.join(route[:-1])} " if len(route) > 1 else ""
-    return f"ssh {jumps}{forwards(ports)} {route[-1]}"
+    return f"ssh -o ExitOnForwardFailure=yes {jumps}{forwards(ports)} {route[-1]}"
+
+
+def nested_ssh_command(route: Sequence[str], ports: Sequence[int]) -> str:
+    """The same as nested ssh, for a client without -J (before OpenSSH 7.3):
+    each inner ssh listens on its login node's loopback."""
+    return " ".join(f"ssh -t -o ExitOnForwardFailure=yes {forwards(ports)} {hop}"
+                    for hop in route)
 
 
 def tunnel_lines(what: str, route: Sequence[str], ports: Sequence[int]) -> list[str]:
     lines = [
         f"To connect to {what}, execute the following command in a shell on your local machine:",
-        f"    {ssh_tunnel_command(route, ports)}",
+        f"    {ssh_command(route, ports)}",
     ]
     if len(route) > 1:
-        lines.append(f"    (or, one command: {ssh_jump_command(route, ports)})")
+        lines.append(
+            f"    (with an ssh older than OpenSSH 7.3, which lacks -J: "
+            f"{nested_ssh_command(route, ports)}; but that listens on each login node's "
+            "127.0.0.1, where the other users of that node reach it too)"
+        )
     return lines
 
 

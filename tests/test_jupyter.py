@@ -9,6 +9,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,7 +80,7 @@ def test_banner_has_both_tunnels_and_the_proxied_dashboard(lab):
     found, session, _ = lab
     jupyter, dashboard = found.port, found.dashboard_port
     ports = f"-L {jupyter}:localhost:{jupyter} -L {dashboard}:localhost:{dashboard}"
-    assert f"ssh -t {ports} " in session.output
+    assert f"ssh -o ExitOnForwardFailure=yes {ports} " in session.output
     assert f"http://localhost:{found.port}/proxy/{found.dashboard_port}/status" in session.output
 
 
@@ -143,12 +144,25 @@ def test_kernel_of_jupyterlab_reaches_the_cluster_with_plain_client(lab):
     assert printed.split() == [found.scheduler, "1", f"/proxy/{found.dashboard_port}/status"]
 
 
+def test_kernels_do_not_inherit_the_token(lab):
+    """A kernel or terminal runs whatever the user's notebooks run: it gets no
+    token to pass on (JupyterLab has it from a user-only config file)."""
+    found, _, _ = lab
+    code = (
+        "import os\n"
+        f"print(sorted(k for k, v in os.environ.items() if {found.token!r} in v) or 'none')\n"
+    )
+    assert asyncio.run(execute(found.base, found.token, code)).strip() == "none"
+
+
 def test_notebook_runs_against_the_cluster(lab, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
     found, _, tmp = lab
-    credentials = tmp / "logs" / "credentials"  # what JupyterLab's own kernels get
+    # What JupyterLab's own kernels get, in a private folder the driver's log names.
+    driver_log = (found.log_dir / "rank1-driver.log").read_text()
+    credentials = Path(re.search(r"JupyterLab's kernels: (\S+)", driver_log)[1])
     for name, file in [("CA_FILE", "ca.pem"), ("CLIENT__CERT", "client-cert.pem"),
                        ("CLIENT__KEY", "client-key.pem")]:
         monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{name}", str(credentials / file))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import socket
-import stat
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -46,7 +45,7 @@ def test_script_runs_on_every_worker_and_exits_0(loopback, record):
     expected_order = [
         "Starting the scheduler", "Scheduler address: tls://127.0.0.1:", "Starting the workers",
         "Client status: <Client: 'tls://127.0.0.1:", "To connect to the Dask dashboard",
-        "    ssh -t -L ", "To open the Dask dashboard, go to:", "    http://localhost:",
+        "    ssh -o ExitOnForwardFailure=yes -L ", "To open the Dask dashboard, go to:", "    http://localhost:",
         "REPORT ", "Code ran successfully.", "Successfully exited",
     ]
     positions = [
@@ -157,7 +156,7 @@ def test_scheduler_file_and_logs(loopback, tmp_path):
     )
     logs = tmp_path / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
-        "credentials", "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",
+        "rank0-scheduler.log", "rank1-driver.log", "rank2-worker-process.log",
         "rank2-worker.log", "rank3-worker-process.log", "rank3-worker.log",
     ]
     assert "Register worker" in (logs / "rank0-scheduler.log").read_text()
@@ -189,11 +188,13 @@ def test_only_this_jobs_credentials_get_in(loopback, tmp_path):
     assert_clean(run)
     attempts = [line for line in run.stdout.splitlines() if line.startswith("INTRUDER")]
     assert len(attempts) == 3 and all("refused" in line for line in attempts), run.stdout
-    credentials = tmp_path / "logs" / "credentials"
-    assert stat.S_IMODE(credentials.stat().st_mode) == 0o700
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in credentials.iterdir()} == {
-        "ca.pem": 0o600, "client-cert.pem": 0o600, "client-key.pem": 0o600,
-    }
+    # The client's credentials: in a private folder of the node while the job
+    # runs, gone after it; nothing secret in the (shared) log folder.
+    _, folder, mode, files = re.search(r"^CREDENTIALS .*$", run.stdout, re.M)[0].split()
+    assert (mode, files) == ("700", "ca.pem:600,client-cert.pem:600,client-key.pem:600")
+    assert not folder.startswith(str(Path.home())) and not Path(folder).exists()
+    logs = tmp_path / "logs"
+    assert not any("PRIVATE KEY" in p.read_text() for p in logs.iterdir() if p.is_file())
 
 
 @pytest.mark.timeout(120)

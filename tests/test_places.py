@@ -18,7 +18,8 @@ from start_daskmpi.banners import (
     DashboardPlace,
     connection_banner,
     jupyter_banner,
-    ssh_tunnel_command,
+    nested_ssh_command,
+    ssh_command,
 )
 from start_daskmpi.checks import check_local_directory, check_script
 from start_daskmpi.errors import LaunchError
@@ -82,12 +83,20 @@ def test_dashboard_address_keeps_its_host_and_moves_its_port():
         dashboard_address("0.0.0.0:8787", free)
 
 
-def test_thetagpu_route_is_the_seed_chain():
+E = "ssh -o ExitOnForwardFailure=yes"  # every tunnel's start
+L = "-L 8787:localhost:8787"
+
+
+def test_thetagpu_route_is_the_seed_chain_as_jump_hosts():
     route = ssh_route(None, "thetagpu11", "thetagpu11.alcf.anl.gov", "ada")
-    assert ssh_tunnel_command(route, [8787]) == (
-        "ssh -t -L 8787:localhost:8787 ada@theta.alcf.anl.gov "
-        "ssh -t -L 8787:localhost:8787 thetagpusn1 "
-        "ssh -t -L 8787:localhost:8787 thetagpu11"
+    assert ssh_command(route, [8787]) == (
+        f"{E} -J ada@theta.alcf.anl.gov,thetagpusn1 {L} thetagpu11"
+    )
+    # The seed's nested form, kept for an ssh without -J:
+    assert nested_ssh_command(route, [8787]) == (
+        f"ssh -t -o ExitOnForwardFailure=yes {L} ada@theta.alcf.anl.gov "
+        f"ssh -t -o ExitOnForwardFailure=yes {L} thetagpusn1 "
+        f"ssh -t -o ExitOnForwardFailure=yes {L} thetagpu11"
     )
 
 
@@ -95,49 +104,50 @@ def test_thetagpu_route_is_the_seed_chain():
     "host, fqdn, site, tunnel",
     [
         ("thetagpu11", "thetagpu11.mcp.alcf.anl.gov", "ThetaGPU",
-         "ssh -t -L 8787:localhost:8787 ada@theta.alcf.anl.gov "
-         "ssh -t -L 8787:localhost:8787 thetagpusn1 ssh -t -L 8787:localhost:8787 thetagpu11"),
+         f"{E} -J ada@theta.alcf.anl.gov,thetagpusn1 {L} thetagpu11"),
         ("x3005c0s7b0n0", "x3005c0s7b0n0.hsn.cm.polaris.alcf.anl.gov", "Polaris",
-         "ssh -t -L 8787:localhost:8787 ada@polaris.alcf.anl.gov "
-         "ssh -t -L 8787:localhost:8787 x3005c0s7b0n0"),
+         f"{E} -J ada@polaris.alcf.anl.gov {L} x3005c0s7b0n0"),
         ("x4102c5s2b0n0", "x4102c5s2b0n0.hostmgmt2102.cm.aurora.alcf.anl.gov", "Aurora",
-         "ssh -t -L 8787:localhost:8787 ada@aurora.alcf.anl.gov "
-         "ssh -t -L 8787:localhost:8787 x4102c5s2b0n0"),
+         f"{E} -J ada@aurora.alcf.anl.gov {L} x4102c5s2b0n0"),
         ("nid001234", "nid001234.chn.perlmutter.nersc.gov", "Perlmutter",
-         "ssh -t -L 8787:localhost:8787 ada@perlmutter.nersc.gov "
-         "ssh -t -L 8787:localhost:8787 nid001234"),
+         f"{E} -J ada@perlmutter.nersc.gov {L} nid001234"),
         ("frontier01234", "frontier01234.frontier.olcf.ornl.gov", "Frontier",
-         "ssh -t -L 8787:localhost:8787 ada@frontier.olcf.ornl.gov "
-         "ssh -t -L 8787:localhost:8787 frontier01234"),
+         f"{E} -J ada@frontier.olcf.ornl.gov {L} frontier01234"),
         ("node7", "node7.cluster.example.org", None,
-         "ssh -t -L 8787:localhost:8787 ada@node7.cluster.example.org"),
+         f"{E} {L} ada@node7.cluster.example.org"),
     ],
 )
 def test_each_site_profile_gives_its_tunnel(host, fqdn, site, tunnel):
     found = site_of(host, fqdn)
     assert (found.name if found else None) == site
-    assert ssh_tunnel_command(ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
+    assert ssh_command(ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
 
 
 def test_generic_route_goes_straight_to_the_node():
     route = ssh_route(None, "node7", "node7.cluster.example.org", "ada")
-    assert ssh_tunnel_command(route, [8787, 7787]) == (
-        "ssh -t -L 8787:localhost:8787 -L 7787:localhost:7787 ada@node7.cluster.example.org"
+    assert ssh_command(route, [8787, 7787]) == (
+        f"{E} {L} -L 7787:localhost:7787 ada@node7.cluster.example.org"
     )
 
 
 def test_given_hops_end_at_the_node():
     route = ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
     assert route == ["me@login.site.org", "gateway", "x1001c0s0b0n0"]
-    assert ssh_tunnel_command(route, [8790]).count("-L 8790:localhost:8790") == 3
+    assert ssh_command(route, [8790]) == (
+        f"{E} -J me@login.site.org,gateway -L 8790:localhost:8790 x1001c0s0b0n0"
+    )
 
 
-def test_banner_shows_the_port_actually_used():
+def test_banner_shows_the_port_actually_used_and_the_nested_form_with_its_risk():
     text = connection_banner(8790, ["u@login", "thetagpu11"])
-    assert "ssh -t -L 8790:localhost:8790 u@login ssh -t -L 8790:localhost:8790 thetagpu11" in text
+    first, fallback = text.splitlines()[1:3]
+    assert first == f"    {E} -J u@login -L 8790:localhost:8790 thetagpu11"
+    assert fallback.startswith("    (with an ssh older than OpenSSH 7.3, which lacks -J: ssh -t ")
+    assert fallback.endswith("but that listens on each login node's 127.0.0.1, where the "
+                             "other users of that node reach it too)")
     assert "http://localhost:8790/status" in text
     assert "dashboard is off" in connection_banner(None, ["n"])
-
+    assert "older than" not in connection_banner(8790, ["u@node7"])  # no hop, no fallback
 
 
 LOG = Path("/logs/jupyterlab.log")
@@ -147,8 +157,7 @@ def test_jupyterlab_beside_the_scheduler_gets_one_tunnel_for_both():
     route = ["u@login", "thetagpu11"]
     text = jupyter_banner(route, 7787, "TOKEN", LOG, DashboardPlace(route, 8787, 8787))
     both = "-L 7787:localhost:7787 -L 8787:localhost:8787"
-    assert f"ssh -t {both} u@login ssh -t {both} thetagpu11\n" in text
-    assert "(or, one command: ssh -J u@login " + both + " thetagpu11)" in text
+    assert f"    {E} -J u@login {both} thetagpu11\n" in text
     assert "http://localhost:7787/lab?token=TOKEN" in text
     assert "http://localhost:8787/status      " \
         "(also inside JupyterLab: http://localhost:7787/proxy/8787/status)" in text
@@ -158,17 +167,16 @@ def test_jupyterlab_on_another_node_gets_a_tunnel_of_its_own():
     text = jupyter_banner(["u@login", "thetagpu12"], 7787, "TOKEN", LOG,
                           DashboardPlace(["u@login", "thetagpu11"], 8787, 8788))
     lab, dashboard = text.split("To connect to the Dask dashboard")
-    assert "ssh -t -L 7787:localhost:7787 u@login ssh -t -L 7787:localhost:7787 thetagpu12" in lab
+    assert f"    {E} -J u@login -L 7787:localhost:7787 thetagpu12\n" in lab
     assert "8787" not in lab.split("To open JupyterLab")[0]
-    assert "ssh -t -L 8787:localhost:8787 u@login ssh -t -L 8787:localhost:8787 thetagpu11" \
-        in dashboard
+    assert f"    {E} -J u@login {L} thetagpu11\n" in dashboard
     # Inside JupyterLab, the dashboard is at its port on JupyterLab's node.
     assert "(also inside JupyterLab: http://localhost:7787/proxy/8788/status)" in text
 
 
 def test_jupyterlab_without_a_dashboard_tunnels_only_itself():
     text = jupyter_banner(["n1"], 7787, "TOKEN", LOG, None)
-    assert "ssh -t -L 7787:localhost:7787 n1\n" in text and "/status" not in text
+    assert f"    {E} -L 7787:localhost:7787 n1\n" in text and "/status" not in text
 
 
 NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
