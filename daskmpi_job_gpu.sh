@@ -92,7 +92,8 @@ fi
 total=$((nodes * per_node))
 
 say "$scheduler job on $nodes node(s) ($(paste -sd' ' "$hosts")), $gpus GPU(s) a node"
-"$python" -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" "$@"
+# The script's arguments stay out of the job's output file, which others may read.
+"$python" -m start_daskmpi --plan --nodes "$nodes" --gpus-per-node "$gpus" -np "$total" "${options[@]}" ${1:+"$1"}
 if [[ -n ${DASKMPI_LAUNCHER:-} ]]; then
     launch=$DASKMPI_LAUNCHER
 else  # the launch line of the MPI found here, as --plan builds them
@@ -100,7 +101,7 @@ else  # the launch line of the MPI found here, as --plan builds them
 fi
 eval "launcher=($launch)"  # the words as the launcher line quotes them
 command=("$python" -m start_daskmpi --gpus-per-node "$gpus" --status-file "$said" "${options[@]}" "$@")
-say "running: ${launcher[*]} ${command[*]}"
+say "running: ${launcher[*]} ${command[*]:0:${#command[@]}-$#} ${1:-}${2:+ ...}"
 status=0
 "${launcher[@]}" "${command[@]}" || status=$?
 if [[ -s $said ]]; then

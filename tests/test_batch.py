@@ -103,3 +103,15 @@ def test_the_batch_script_fails_a_job_whose_driver_never_said_how_it_ended(tmp_p
     assert run.rc == 1, run
     assert "daskmpi_job_gpu.sh: error: the job ended before its driver could tell how " \
         "(a node lost?): see the MPI launcher's lines above" in run.stdout, run
+
+
+@pytest.mark.timeout(150)
+def test_the_batch_script_keeps_the_scripts_arguments_out_of_the_output(tmp_path):
+    """The job's output file may be readable by others: the 'running:' line
+    names the script, not what it was given."""
+    quiet = tmp_path / "quiet.py"
+    quiet.write_text("import sys\nassert sys.argv[1:] == ['--token', 's3cret']\n")
+    run = batch(tmp_path, "sh -c '\"$@\"' launcher", [str(quiet), "--token", "s3cret"])
+    assert run.rc == 0, run
+    assert f"--status-file {tmp_path}/.daskmpi_status." in run.stdout
+    assert f" {quiet} ...\n" in run.stdout and "s3cret" not in run.output, run
