@@ -1,7 +1,6 @@
-"""Which address the servers listen on and advertise: the interface the user
-named; else, when the job spans nodes, a network every node has an address in
-(the fast fabric first, never loopback); loopback for a local cluster; every
-address otherwise."""
+"""Which address the servers listen on and advertise, never every address:
+the interface the user named; else, when the job spans nodes, a network every
+node has an address in (the fast fabric first, never loopback); else loopback."""
 from __future__ import annotations
 
 import ipaddress
@@ -62,9 +61,11 @@ def interfaces_for(
     requested: str | None, hosts: Sequence[str], nodes: Sequence[Sequence[Address]]
 ) -> tuple[list[str | None], str | None]:
     """The interface each node's servers use, and a line saying how it was
-    chosen (None: as asked, or one node, where any address will do)."""
+    chosen (None: as asked, or one node, whose servers keep to its loopback:
+    no other host needs them, and none can reach them)."""
     if len(nodes) == 1:
-        return [requested], None
+        loopback = next((a.interface for a in nodes[0] if a.is_loopback), None)
+        return [requested or loopback], None
     if requested:
         named = [a for a in nodes[0] if a.interface == requested]
         if named and all(a.is_loopback for a in named):
@@ -109,9 +110,6 @@ def interface_address(interface: str) -> str:
     raise LaunchError(f"network interface {interface!r} has no IPv4 address: choose another")
 
 
-def listen_host(interface: str | None, local: bool) -> str:
-    """The host the scheduler binds: the interface's address, else loopback for
-    a local cluster (as LocalCluster does) and all addresses under MPI."""
-    if interface:
-        return interface_address(interface)
-    return "127.0.0.1" if local else ""
+def listen_host(interface: str | None) -> str:
+    """The host the scheduler binds: the interface's address, else loopback."""
+    return interface_address(interface) if interface else "127.0.0.1"

@@ -19,9 +19,9 @@ def node(*addresses: str) -> tuple[Address, ...]:
     return tuple(found)
 
 
-def test_one_node_keeps_what_was_asked():
-    assert interfaces_for(None, ["a"], [node("eth0 10.1.0.5/24")]) == ([None], None)
-    assert interfaces_for("lo", ["a"], [node()]) == (["lo"], None)
+def test_one_node_keeps_what_was_asked_else_its_loopback():
+    assert interfaces_for(None, ["a"], [node("eth0 10.1.0.5/24")]) == (["lo"], None)
+    assert interfaces_for("eth0", ["a"], [node("eth0 10.1.0.5/24")]) == (["eth0"], None)
 
 
 def test_the_network_every_node_shares_never_loopback():
