@@ -27,20 +27,32 @@ from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, format_ranks
 from .node import short_hostname
 from .script import SchedulerLost, Terminated, announce_interrupt, raise_terminated, run_script
-from .security import security_from, write_client_credentials
+from .security import (
+    Credentials,
+    private_folder,
+    remove_private,
+    security_from,
+    write_client_credentials,
+)
 from .servers import FAILURES_TOPIC, SchedulerInfo
 from .sites import ssh_route
+
+logger = logging.getLogger("start_daskmpi")
 
 SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
 WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
 
 
-def point_clients_here(address: str, credentials: dict[str, str] | None, log_dir: Path) -> None:
-    """Make ``Client()`` with no arguments reach this cluster, with its
-    credentials: here, in the script's subprocesses and in JupyterLab's kernels."""
-    variables = {"DASK_SCHEDULER_ADDRESS": address}
-    if credentials is not None:
-        variables.update(write_client_credentials(credentials, log_dir / "credentials"))
+def point_clients_here(job: Job) -> None:
+    """Make ``Client()`` with no arguments reach this cluster, with the driver's
+    credentials: here, in the script's subprocesses and in JupyterLab's kernels
+    (files in a private folder of this node, which Job.end removes)."""
+    variables = {"DASK_SCHEDULER_ADDRESS": job.info.address}
+    if job.credentials is not None:
+        job.client_folder = private_folder(os.environ)
+        logger.info("the client's credentials, for the script and JupyterLab's kernels: %s",
+                    job.client_folder)
+        variables.update(write_client_credentials(job.credentials, job.client_folder))
     os.environ.update(variables)
     dask.config.update(dask.config.config, dask.config.collect_env(variables))
 
@@ -126,7 +138,7 @@ def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Pa
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Job:
     """What the driver knows of the job it drives."""
 
@@ -134,10 +146,17 @@ class Job:
     info: SchedulerInfo
     layout: Layout
     log_dir: Path
-    credentials: dict[str, str] | None
+    credentials: Credentials | None  # the driver's own
     # Set once every planned worker has registered: from then on, one that
     # leaves for good was lost, not failed to start.
     workers_came: threading.Event = field(default_factory=threading.Event)
+    client_folder: Path | None = None  # the client's credentials as files, while it runs
+
+    def end(self, code: int) -> None:
+        """Leave what the job leaves once its status is known: the status, for
+        a batch script; no credentials on the node."""
+        record_status(self.args, code)
+        remove_private(self.client_folder)
 
 
 def run_script_session(job: Job, route: list[str]) -> int:
@@ -155,7 +174,13 @@ def drive(job: Job, reads_stdin: bool) -> int:
     args, info = job.args, job.info
     print(f"Scheduler address: {info.address} on node {info.host}")
     print("Starting the workers")
-    for note in job.layout.notes:
+    notes = list(job.layout.notes)
+    if not args.tls:
+        notes.append(
+            f"--no-tls: anyone who can reach {info.address} can run code as you on this "
+            "cluster; use it only on a network where you trust every user"
+        )
+    for note in notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
     try:
         client = Client(
@@ -166,7 +191,7 @@ def drive(job: Job, reads_stdin: bool) -> int:
         return 1
     try:
         with client, ended_if_scheduler_lost(client, info, job.log_dir):
-            point_clients_here(info.address, job.credentials, job.log_dir)
+            point_clients_here(job)
             user = getpass.getuser()
             to_scheduler = ssh_route(args.ssh_hops, info.host, info.fqdn, user)
             try:
@@ -190,12 +215,15 @@ def drive(job: Job, reads_stdin: bool) -> int:
 def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:
     """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
     signal.signal(signal.SIGTERM, raise_terminated)
+    code = 1  # where drive() fails
     try:
-        code = drive(job, reads_stdin)
-    except KeyboardInterrupt as e:
-        code = announce_interrupt(e)
-    print("Successfully exited" if code == 0 else f"Exited with status {code}")
-    record_status(job.args, code)
+        try:
+            code = drive(job, reads_stdin)
+        except KeyboardInterrupt as e:
+            code = announce_interrupt(e)
+        print("Successfully exited" if code == 0 else f"Exited with status {code}")
+    finally:
+        job.end(code)
     return code
 
 

@@ -23,8 +23,10 @@ from distributed import Client
 from .banners import DashboardPlace, jupyter_banner
 from .dashboard_relay import near_end
 from .errors import LaunchError
+from .logs import open_private
 from .node import short_hostname
 from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
+from .security import private_files, write_private
 from .servers import SchedulerInfo
 
 CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
@@ -47,9 +49,21 @@ def lab_settings(dashboard_port: int, folder: Path) -> Path:
     return folder
 
 
-def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Path) -> Any:
-    env = {**os.environ, "JUPYTER_TOKEN": token}  # not an argument: ps shows those to all
-    options = []
+def token_config(token: str, folder: Path) -> Path:
+    """JupyterLab's token in a config file of its own, user-only: not an
+    argument, which ps shows to all, nor a variable, which every kernel and
+    terminal would inherit."""
+    config = folder / "jupyter_token_config.json"
+    write_private(config, json.dumps({"IdentityProvider": {"token": token}}))
+    return config
+
+
+def start_jupyterlab(
+    port: int, token: str, dashboard_port: int | None, log: Path, private: Path
+) -> Any:
+    env = dict(os.environ)
+    env.pop("JUPYTER_TOKEN", None)  # a token of the user's own would win over ours
+    options = [f"--config={token_config(token, private)}"]
     if dashboard_port is not None:
         # Notebooks' Client() and the Dask sidebar find the dashboard through
         # JupyterLab's proxy, which the JupyterLab tunnel alone reaches, at
@@ -68,16 +82,13 @@ def start_jupyterlab(port: int, token: str, dashboard_port: int | None, log: Pat
         # In containers one is often root; jupyter_server refuses that unless told.
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
     ]
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # it holds the token
-    try:
+    with open_private(log) as output:  # it holds the token
         # A session of its own: a Ctrl-C at the terminal comes to us, and we stop
         # JupyterLab in order, kernels first.
         return subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+            command, env=env, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
-    finally:
-        os.close(log_fd)
 
 
 def wait_until_serving(lab: Any, port: int, token: str, log: Path, timeout: float) -> None:
@@ -153,7 +164,8 @@ def serve_jupyterlab(
     if reads_stdin:
         watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
     relay_tls = client.security.get_connection_args("client")["ssl_context"]
-    with dashboard_on_this_node(info, relay_tls) as proxied_port:
+    with dashboard_on_this_node(info, relay_tls) as proxied_port, \
+            private_files(os.environ) as private:
         port = choose_port(
             args.jupyter_port, DEFAULT_JUPYTER_PORT,
             lambda p: p not in (info.dashboard_port, proxied_port)
@@ -162,7 +174,7 @@ def serve_jupyterlab(
         )
         token = secrets.token_urlsafe(32)
         log = log_dir / "jupyterlab.log"
-        lab = start_jupyterlab(port, token, proxied_port, log)
+        lab = start_jupyterlab(port, token, proxied_port, log, private)
         try:
             wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
             dashboard = None

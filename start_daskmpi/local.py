@@ -20,8 +20,8 @@ from .layout import Layout, plan_local
 from .logs import log_to_file
 from .loop_thread import event_loop_thread
 from .node import this_node
-from .places import make_log_dir
-from .security import make_credentials, security_from
+from .places import make_log_dir, private_scratch
+from .security import job_authority, security_from
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     SchedulerInfo,
@@ -50,17 +50,20 @@ def local_layout(args: argparse.Namespace) -> Layout:
 
 @contextlib.contextmanager
 def local_cluster(
-    args: argparse.Namespace, layout: Layout, security: Security, log_dir: Path
+    args: argparse.Namespace, layout: Layout, securities: tuple[Security, Security],
+    log_dir: Path,
 ) -> Iterator[SchedulerInfo]:
-    """The scheduler and every worker of ``layout``, started; closed on exit."""
+    """The scheduler and every worker of ``layout``, started; closed on exit.
+    ``securities``: the scheduler's and the workers'."""
     started: list[Any] = []
+    for_scheduler, for_workers = securities
 
     async def start() -> SchedulerInfo:
-        scheduler = await start_scheduler(args, security, local=True)
+        scheduler = await start_scheduler(args, for_scheduler)
         started.append(scheduler)
         workers = [
-            make_worker(scheduler.address, role, args, security,
-                        log_dir / f"worker-{role.name}.log")
+            make_worker(scheduler.address, role, args, for_workers,
+                        log_dir / f"worker-{role.name}.log", scratch)
             for role in layout.workers
         ]
         started.extend(workers)
@@ -76,7 +79,8 @@ def local_cluster(
         if scheduler is not None:
             await scheduler.close()
 
-    with event_loop_thread("local cluster") as run:
+    with private_scratch(args.local_directory) as scratch, \
+            event_loop_thread("local cluster") as run:
         try:
             yield run(start(), args.startup_timeout + START_TIMEOUT_MARGIN)
         finally:
@@ -90,7 +94,13 @@ def run_local(args: argparse.Namespace) -> int:
     for role in layout.roles:
         preflight(role, args)
     print("Starting the scheduler", flush=True)
-    credentials = make_credentials(args.tls)
-    with local_cluster(args, layout, security_from(credentials), log_dir) as info:
-        job = Job(args, info, layout, log_dir, credentials)
+    # Keys of their own for the scheduler, the workers and the client, as under MPI.
+    authority = job_authority() if args.tls else None
+    scheduler, workers, client = (
+        authority.credentials(f"{kind} on this node") if authority else None
+        for kind in ("scheduler", "workers", "client")
+    )
+    securities = security_from(scheduler), security_from(workers)
+    with local_cluster(args, layout, securities, log_dir) as info:
+        job = Job(args, info, layout, log_dir, client)
         return drive_until_interrupted(job, reads_stdin=True)

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import dask
 
@@ -25,13 +26,20 @@ class OneLineFormatter(logging.Formatter):
         return f"{line} (traceback in {self.log_file})" if record.exc_info else line
 
 
+def open_private(path: str | Path) -> TextIO:
+    """``path`` for appending, user-only from its creation on, never through a
+    link: the log folder is private (places.private_dir), so what is in it is
+    this user's."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "a", buffering=1)
+
+
 def log_to_file(path: str | Path, verbose: bool) -> None:
     """INFO and up to ``path``; the terminal gets warnings and errors only, each
     in one line, unless verbose.  Replaces the stderr handlers distributed
     installs at import."""
     log_format = dask.config.get("distributed.admin.log-format")
-    to_file = logging.FileHandler(path)
-    os.chmod(path, 0o600)
+    to_file = logging.StreamHandler(open_private(path))
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter(log_format))
     to_terminal = logging.StreamHandler(sys.stderr)

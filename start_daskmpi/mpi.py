@@ -263,9 +263,9 @@ def hard_exit_ends_the_job(
 ) -> Iterator[None]:
     """Make the script's ``os._exit(n)`` end the job with status n, as it ends
     ``python script.py``: mpirun would see the driver vanish, kill the other
-    ranks and report a signal.  ``record`` keeps the status, then the other
-    ranks are told, and exit with it; a forked child's ``os._exit`` stays the
-    plain one."""
+    ranks and report a signal.  ``record`` is given the status (the job's
+    end, on the driver's side), then the other ranks are told, and exit with
+    it; a forked child's ``os._exit`` stays the plain one."""
     plain_exit, driver = os._exit, os.getpid()
 
     def end_job_and_exit(status: int) -> None:

@@ -2,10 +2,14 @@
 JupyterLab; the node-local scratch; the run's log folder."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import shutil
 import socket
-from collections.abc import Callable, Mapping
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import LaunchError
@@ -104,25 +108,55 @@ def local_directory(option: str | None) -> str:
     return option or default_local_directory(os.environ, this_site())
 
 
+@contextlib.contextmanager
+def private_scratch(option: str | None) -> Iterator[str]:
+    """A fresh folder of this user's alone in the node's scratch (--local-directory,
+    else the default), for workers' spilled data, which no one else can then
+    read or swap; removed on exit."""
+    folder = tempfile.mkdtemp(prefix="start_daskmpi-", dir=local_directory(option))  # 0700
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def default_log_dir(environ: Mapping[str, str], home: Path, now: datetime.datetime) -> Path:
     job = next((environ[v] for v in JOB_ID_VARIABLES if environ.get(v)), None)
     name = job.replace("/", "_") if job else now.strftime("%Y%m%d-%H%M%S")
     return home / "dask_logs" / name
 
 
+def private_dir(path: Path, what: str) -> Path:
+    """``path`` as a folder only this user can enter: made so where new; one
+    that exists must be a folder (not a link), this user's, closed to others,
+    so that no one else can put or swap anything in it."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise LaunchError(f"cannot create {what} {path}: {e.strerror}") from None
+    found = path.lstat()
+    if not stat.S_ISDIR(found.st_mode):
+        raise LaunchError(f"{what} {path} is not a folder (a link?): give a folder of your own")
+    if found.st_uid != os.geteuid():
+        raise LaunchError(f"{what} {path} belongs to another user: give a folder of your own")
+    if found.st_mode & 0o077:
+        raise LaunchError(
+            f"{what} {path} is open to others (mode {stat.S_IMODE(found.st_mode):o}): "
+            "chmod 700 it, or give another folder"
+        )
+    if not is_writable_dir(str(path)):
+        raise LaunchError(f"{what} {path} is not writable: choose another folder")
+    return path
+
+
 def make_log_dir(requested: Path | None) -> Path:
-    """Create the run's log folder, user-only: the logs name every address of
-    the cluster.  A default folder that exists already (a second run in the
-    same job) gets a numbered sibling instead of mixing two runs' logs."""
+    """The run's log folder, user-only (private_dir): the logs name every
+    address of the cluster.  A default folder that exists already (a second run
+    in the same job) gets a numbered sibling instead of mixing two runs' logs."""
     if requested is not None:
-        path = requested.expanduser()
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as e:
-            raise LaunchError(f"cannot create --log-dir {path}: {e.strerror}") from None
-        if not is_writable_dir(str(path)):
-            raise LaunchError(f"--log-dir {path} is not writable: choose another folder")
-        return path
+        return private_dir(requested.expanduser(), "--log-dir")
     base = default_log_dir(os.environ, Path.home(), datetime.datetime.now())
     for attempt in range(1000):
         path = base if attempt == 0 else base.with_name(f"{base.name}.{attempt}")

@@ -1,7 +1,7 @@
 """One function per role under mpirun: the scheduler, the driver, a worker, an
 idle rank; and run_rank, which agrees on the layout and gives this rank its own.
 
-Ranks talk over MPI only at the start (the layout, the credentials, the
+Ranks talk over MPI only at the start (the layout, the certificates, the
 scheduler's address) and at the end (the driver's exit status).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from distributed.system import MEMORY_LIMIT
 
 from .checks import preflight
 from .dashboard_relay import dashboard_relay
-from .driver import Job, drive_until_interrupted, record_status
+from .driver import Job, drive_until_interrupted
 from .errors import LaunchError, attempt, report
 from .gpus import own_masks
 from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
@@ -56,8 +56,8 @@ from .mpi import (
 )
 from .network import interfaces_for
 from .node import this_node
-from .places import make_log_dir
-from .security import make_credentials, security_from
+from .places import make_log_dir, private_dir, private_scratch
+from .security import certify_ranks, new_key, security_from
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     describe,
@@ -145,23 +145,24 @@ async def serve_worker(
     if not await everyone_reaches_the_scheduler(world, layout, role, info.address, security):
         return 2
     end = asyncio.ensure_future(job_end(world))
-    server = make_worker(info.address, role, args, security, log_file)
-    try:
-        if await unless_ended(end, server):  # each kind of server starts when awaited
-            if await unless_ended(end, server.finished()):
-                # It closed by itself (its scheduler gone): the driver's word may
-                # never come either, where this node was cut off.
-                return await bounded(end, LEAVE_TIMEOUT, default=1)
-    except Exception as e:
-        # Distributed has logged why; tell the driver, which is waiting for this worker.
-        logger.info("worker %s failed", role.name, exc_info=True)
-        await report_failure(
-            info.address,
-            f"worker {role.name} (rank {role.rank}) failed: {describe(e)}",
-            security,
-        )
-    finally:
-        await stop_worker(server)
+    with private_scratch(args.local_directory) as scratch:
+        server = make_worker(info.address, role, args, security, log_file, scratch)
+        try:
+            if await unless_ended(end, server):  # each kind of server starts when awaited
+                if await unless_ended(end, server.finished()):
+                    # It closed by itself (its scheduler gone): the driver's word may
+                    # never come either, where this node was cut off.
+                    return await bounded(end, LEAVE_TIMEOUT, default=1)
+        except Exception as e:
+            # Distributed has logged why; tell the driver, which is waiting for this worker.
+            logger.info("worker %s failed", role.name, exc_info=True)
+            await report_failure(
+                info.address,
+                f"worker {role.name} (rank {role.rank}) failed: {describe(e)}",
+                security,
+            )
+        finally:
+            await stop_worker(server)
     return await end
 
 
@@ -190,8 +191,8 @@ def serve_driver(
         return 2
     code = 1
     try:
-        with hard_exit_ends_the_job(world, layout.hosts, lambda c: record_status(args, c)):
-            job = Job(args, info, layout, log_dir, credentials)
+        job = Job(args, info, layout, log_dir, credentials)
+        with hard_exit_ends_the_job(world, layout.hosts, job.end):
             code = drive_until_interrupted(job, reads_stdin=False)
         if job.workers_came.is_set():
             end_at_once_if_workers_were_lost(world, layout, info.address, security, code)
@@ -238,8 +239,8 @@ def agree_on_cluster(
 def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
     """Open this rank's log and check what its role needs; return the log file
     its worker process (if any) writes."""
+    private_dir(log_dir, "--log-dir")  # where it is node-local, made on each node
     try:
-        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # node-local --log-dir
         log_to_file(log_dir / f"rank{role.rank}-{role.kind}.log", args.verbose)
     except OSError as e:
         raise LaunchError(f"cannot write logs to {log_dir} on {role.host}: {e.strerror}") from None
@@ -281,14 +282,13 @@ def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
         return 2
     layout, args, network_note = agreed
     hosts += layout.hosts
-    made = None
-    if world.rank == SCHEDULER_RANK:
-        log_dir, error = attempt(make_log_dir, args.log_dir)
-        credentials, tls_error = attempt(make_credentials, args.tls)
-        made = log_dir, credentials, error or tls_error
-    log_dir, credentials, error = world.bcast(made, root=SCHEDULER_RANK)
-    if not agree(world, error):
+    made = attempt(make_log_dir, args.log_dir) if world.rank == SCHEDULER_RANK else None
+    log_dir, error = world.bcast(made, root=SCHEDULER_RANK)
+    key, key_error = attempt(new_key) if args.tls else (None, None)
+    if not agree(world, error or key_error):
         return 2
+    names = [f"{role.kind} rank {role.rank} on {role.host}" for role in layout.roles]
+    credentials = certify_ranks(world, key, names, SCHEDULER_RANK) if key else None
     security = security_from(credentials)
     role = layout.roles[world.rank]
     worker_log, error = attempt(prepare_rank, role, args, log_dir)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import psutil
 from distributed import Nanny, Scheduler, Security, Worker
 from distributed.comm import connect
@@ -32,7 +33,6 @@ from .places import (
     DEFAULT_SCHEDULER_PORT,
     choose_port,
     dashboard_address,
-    local_directory,
     port_is_free,
 )
 
@@ -78,16 +78,21 @@ def comm_protocol(args: argparse.Namespace) -> str | None:
     return "tls" if args.tls else args.protocol
 
 
-def scheduler_options(args: argparse.Namespace, local: bool, security: Security) -> dict[str, Any]:
-    host = listen_host(args.interface, local)
+def bound_to(interface: str | None) -> dict[str, Any]:
+    """Where a server listens: its interface's address, else loopback; never
+    every address, which would show it to every network the node is on."""
+    return dict(interface=interface) if interface else dict(host="127.0.0.1")
+
+
+def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str, Any]:
+    host = listen_host(args.interface)
     port = choose_port(
         args.scheduler_port, DEFAULT_SCHEDULER_PORT,
         lambda p: port_is_free(host, p), "--scheduler-port",
     )
     return dict(
-        host=host if local and not args.interface else None,
+        **bound_to(args.interface),
         port=port,
-        interface=args.interface,
         protocol=comm_protocol(args),
         security=security,
         # Both defaults may give way to the same next port: the dashboard takes another.
@@ -98,14 +103,16 @@ def scheduler_options(args: argparse.Namespace, local: bool, security: Security)
     )
 
 
-def worker_options(role: Role, args: argparse.Namespace, security: Security) -> dict[str, Any]:
+def worker_options(
+    role: Role, args: argparse.Namespace, security: Security, scratch: str
+) -> dict[str, Any]:
     return dict(
         name=role.name,
         nthreads=role.nthreads,
         memory_limit=role.memory_limit,
         resources={"GPU": 1} if role.gpu is not None else None,
-        local_directory=local_directory(args.local_directory),
-        interface=args.interface,
+        local_directory=scratch,
+        **bound_to(args.interface),
         protocol=comm_protocol(args),
         security=security,
         # The worker's own HTTP server only serves metrics; keep it off the network.
@@ -131,12 +138,14 @@ def environment(variables: Mapping[str, str]) -> Iterator[None]:
 
 
 def make_worker(
-    address: str, role: Role, args: argparse.Namespace, security: Security, log_file: Path
+    address: str, role: Role, args: argparse.Namespace, security: Security, log_file: Path,
+    scratch: str,
 ) -> Any:
-    """``role``'s worker, not yet started (each kind starts when awaited).
+    """``role``'s worker, not yet started (each kind starts when awaited), its
+    spilled data in ``scratch`` (places.private_scratch).
 
     The one place that pins a worker to its GPU, as each kind needs it."""
-    options = worker_options(role, args, security)
+    options = worker_options(role, args, security, scratch)
     if not args.nanny:
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
@@ -185,16 +194,23 @@ async def stop_worker(server: Any) -> None:
     psutil.wait_procs(processes, timeout=WORKERS_LEAVE_TIMEOUT)
 
 
-async def start_scheduler(
-    args: argparse.Namespace, security: Security, local: bool = False
-) -> Scheduler:
+def dashboard_routes() -> list[str]:
+    """The dashboard's routes but its /proxy/, which distributed serves where
+    jupyter-server-proxy is installed: it relays to any host and port, as the
+    job, for anyone who reaches the dashboard."""
+    routes = dask.config.get("distributed.scheduler.http.routes")
+    return [route for route in routes if route != "distributed.http.proxy"]
+
+
+async def start_scheduler(args: argparse.Namespace, security: Security) -> Scheduler:
     """The scheduler on the port chosen for it.  Another launcher starting on this
     node at the same moment may bind a default port between our choice and our
     bind: then the next free port."""
     for _ in range(PORT_RACE_ATTEMPTS):
-        options = scheduler_options(args, local, security)
+        options = scheduler_options(args, security)
         try:
-            return await Scheduler(**options)
+            with dask.config.set({"distributed.scheduler.http.routes": dashboard_routes()}):
+                return await Scheduler(**options)
         except Exception as e:
             cause = e.__cause__ or e
             raced = getattr(cause, "errno", None) == errno.EADDRINUSE

@@ -39,7 +39,8 @@ def made(role: Role, argv: list[str], tmp_path: Path):
     args = parse_args([*argv, "--local-directory", str(tmp_path)])
 
     async def construct():
-        return make_worker("tcp://127.0.0.1:1", role, args, Security(), tmp_path / "w.log")
+        return make_worker("tcp://127.0.0.1:1", role, args, Security(), tmp_path / "w.log",
+                           str(tmp_path / "scratch"))
 
     return asyncio.run(construct())
 

@@ -1,6 +1,7 @@
 """Try the cluster as another user on the node would: from a process without
 this job's credentials (no DASK_* settings), with no certificate, and with a
-certificate of another job.  Prints one line per attempt."""
+certificate of another job.  Prints one line per attempt, and one on where
+the job's own client credentials are."""
 import os
 import subprocess
 import sys
@@ -27,6 +28,11 @@ with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
         print(f"INTRUDER {label}: refused ({type(e).__name__})")
 """
 
+ca_file = os.environ["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"]
+folder = os.path.dirname(ca_file)
+modes = ",".join(f"{name}:{os.stat(os.path.join(folder, name)).st_mode & 0o777:o}"
+                 for name in sorted(os.listdir(folder)))
+print(f"CREDENTIALS {folder} {os.stat(folder).st_mode & 0o777:o} {modes}")
 address = get_client().scheduler.address
 outsider = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
 for label in ("plain tcp", "tls, no certificate", "tls, another job's certificate"):
