@@ -19,6 +19,7 @@ The modules, from the command line down (README's "How the code is laid out"):
 - driver: the client side; script: the user's script as python runs it;
   jupyterlab_mode: JupyterLab until 'stop'; dashboard_relay: the dashboard
   inside JupyterLab when JupyterLab runs on another node than the scheduler;
+  lab_proxy_guard: JupyterLab's proxy limited to the dashboard;
   banners: what the user is told to type.
 
 Importing the package has no side effects: MPI is initialised in ``main`` only,

@@ -23,6 +23,7 @@ from distributed import Client
 from .banners import DashboardPlace, jupyter_banner
 from .dashboard_relay import near_end
 from .errors import LaunchError
+from .lab_proxy_guard import SECTION
 from .logs import open_private
 from .node import short_hostname
 from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
@@ -49,13 +50,20 @@ def lab_settings(dashboard_port: int, folder: Path) -> Path:
     return folder
 
 
-def token_config(token: str, folder: Path) -> Path:
-    """JupyterLab's token in a config file of its own, user-only: not an
+def lab_config(token: str, dashboard_port: int | None, folder: Path) -> Path:
+    """JupyterLab's config for this job, in a user-only file: the token (not an
     argument, which ps shows to all, nor a variable, which every kernel and
-    terminal would inherit."""
-    config = folder / "jupyter_token_config.json"
-    write_private(config, json.dumps({"IdentityProvider": {"token": token}}))
-    return config
+    terminal would inherit), and a proxy that reaches the dashboard alone."""
+    config: dict[str, Any] = {
+        "IdentityProvider": {"token": token},
+        "ServerProxy": {"host_allowlist": []},  # its /proxy/<host>:<port>/ routes
+    }
+    if dashboard_port is not None:
+        config[SECTION] = {"port": dashboard_port}
+        config["ServerApp"] = {"jpserver_extensions": {"start_daskmpi.lab_proxy_guard": True}}
+    path = folder / "jupyter_config.json"
+    write_private(path, json.dumps(config))
+    return path
 
 
 def start_jupyterlab(
@@ -63,7 +71,10 @@ def start_jupyterlab(
 ) -> Any:
     env = dict(os.environ)
     env.pop("JUPYTER_TOKEN", None)  # a token of the user's own would win over ours
-    options = [f"--config={token_config(token, private)}"]
+    # The guard extension, from a checkout as from an install.
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    options = [f"--config={lab_config(token, dashboard_port, private)}"]
     if dashboard_port is not None:
         # Notebooks' Client() and the Dask sidebar find the dashboard through
         # JupyterLab's proxy, which the JupyterLab tunnel alone reaches, at

@@ -196,6 +196,21 @@ def test_the_proxied_dashboard_answers_and_only_for_this_node(lab):
     assert "the sidebar's plot list: ok" in printed
 
 
+def test_jupyterlabs_proxy_reaches_the_dashboard_and_no_other_port(lab):
+    """Another user's page on a port of this node, opened through JupyterLab's
+    proxy, would run with JupyterLab's origin: the proxy refuses every port
+    but the dashboard's, in each of its URL forms."""
+    found, _, _ = lab
+    with socket.socket() as other:  # a server someone else could run here
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        for path in (f"proxy/{port}/", f"proxy/absolute/{port}/", f"proxy/127.0.0.1:{port}/",
+                     f"proxy/localhost:{port}/"):
+            assert get(f"{found.base}/{path}", found.token) == 403, path
+    assert get(f"{found.base}/proxy/{found.proxied_port}/status", found.token) == 200
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
 def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):

@@ -221,7 +221,8 @@ def test_the_clients_key_is_private_on_its_node_and_gone_after_the_job(tmp_path)
         assert not key.is_relative_to(Path.home()) and key.read_text().startswith("-----BEGIN")
         session.process.terminate()  # SIGTERM: the job ends, its key with it
         run = session.finish(timeout=30)
-    assert run.rc == 143 and run.leftovers == [], run
+    # 143 (Open MPI 4's mpirun says 1): the status is not the point here.
+    assert run.rc not in (0, None) and run.leftovers == [], run
     assert tried.stdout.count("REFUSED") == 2 and "READ" not in tried.stdout, tried
     assert not key.parent.exists()
     logs = tmp_path / "logs"
