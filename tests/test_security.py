@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launch import SCRIPTS, Session, launch, mpirun, our_lines, run_processes
+from launch import LAUNCHER, SCRIPTS, Session, launch, mpirun, our_lines, run_processes
 
 NOBODY = "nobody"
 
@@ -326,3 +326,49 @@ def test_certificates_last_until_the_jobs_end_where_the_batch_system_says_it():
     past = str(int((now - datetime.timedelta(hours=1)).timestamp()))
     assert certificate_end({"SLURM_JOB_END_TIME": past}, now) == now + DEFAULT_LIFETIME
     assert certificate_end({}, now) == now + DEFAULT_LIFETIME
+
+
+# --- from another host -----------------------------------------------------
+
+CONNECT_ALL = """
+import socket, sys
+host, ports = sys.argv[1], sys.argv[2:]
+for port in ports:
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+        print("CONNECTED", port)
+    except OSError as e:
+        print("REFUSED", port, type(e).__name__)
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("tls", ["--tls", "--no-tls"])
+def test_another_host_reaches_no_server_of_a_one_node_job(tmp_path, tls):
+    """A job on one node of two simulated ones: from the other node, every
+    Dask server port of the job's node is closed, with TLS or without (where
+    --no-tls would let anyone who reaches them run code as the user)."""
+    from simcluster import SimCluster, skip_reason
+
+    if skip_reason() or not (Path(sys.executable).parent / "mpiexec").exists():
+        pytest.skip(skip_reason() or "no MPICH mpiexec beside this Python")
+    script = tmp_path / "ports.py"
+    script.write_text(DASK_PORTS + SLEEPS)
+    with SimCluster(2) as cluster:
+        job_node, other = cluster.nodes
+        mpiexec = [str(Path(sys.executable).parent / "mpiexec"), "-launcher", "ssh",
+                   "-launcher-exec", str(cluster.ssh), "-iface", cluster.bridge,
+                   "-hosts", f"{job_node.address}:3", "-n", "3", sys.executable,
+                   str(LAUNCHER)]
+        with Session([*own_options(tmp_path), tls, str(script)], launcher=mpiexec,
+                     env=SimCluster.MPICH_ENVIRONMENT, cwd=tmp_path) as session:
+            session.wait_for("READY")
+            ports = session.wait_for(r"PORTS ([\d ]+)")[1].split()
+            tried = subprocess.run(
+                ["ip", "netns", "exec", other.namespace, sys.executable, "-c", CONNECT_ALL,
+                 job_node.address, *ports],
+                capture_output=True, text=True, timeout=60,
+            )
+    answers = tried.stdout.split("\n")
+    assert len(ports) >= 4 and tried.stdout.count("REFUSED") == len(ports), tried.stdout
+    assert all("ConnectionRefusedError" in a for a in answers if a), answers
