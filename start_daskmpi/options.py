@@ -79,6 +79,7 @@ def _host_port(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="start_daskmpi.py",
+        allow_abbrev=False,  # --gpus-per-nod must not quietly mean --gpus-per-node
         description=(
             "Start a Dask cluster with MPI (rank 0: scheduler and dashboard, rank 1: "
             "your script, every other rank: one worker per GPU) and run SCRIPT, or "

@@ -48,6 +48,9 @@ def test_memory_limits_dask_takes(value):
     "argv, words",
     [
         (["--bogus", "job.py"], "unrecognized arguments: --bogus"),
+        # No abbreviations: a typo is not quietly another option.
+        (["--gpus-per-nod", "0", "job.py"], "unrecognized arguments: --gpus-per-nod"),
+        (["--status", "s", "job.py"], "unrecognized arguments: --status"),
         (["--memory-limit", "8XB", "job.py"], "--memory-limit: expected bytes such as 80GB"),
         (["--memory-limit", "-1", "job.py"], "a fraction such as 0.5, auto or 0, got '-1'"),
         (["--nthreads", "0", "job.py"], "--nthreads: expected a positive integer, got '0'"),
