@@ -4,6 +4,7 @@ worker, prints where things are, then runs the script, or JupyterLab until
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import getpass
 import logging
@@ -122,7 +123,7 @@ def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Pa
         try:
             client.wait_for_workers(len(expected), timeout=min(1.0, timeout))
             return
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # one and the same since Python 3.11
             pass
         failed = [message for _, message in client.get_events(FAILURES_TOPIC)]
         if failed:

@@ -123,7 +123,7 @@ async def job_end(world: Any) -> int:
         return end.result()
     try:
         return await asyncio.wait_for(end, SIGNAL_GRACE)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # one and the same since Python 3.11
         return 128 + signaled.result()
 
 
