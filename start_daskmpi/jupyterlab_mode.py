@@ -66,6 +66,24 @@ def lab_config(token: str, dashboard_port: int | None, folder: Path) -> Path:
     return path
 
 
+# Run by the JupyterLab process before it becomes JupyterLab: SIGTERM to it
+# when its parent (this thread) dies, even by SIGKILL, which nothing can
+# catch; execve keeps that.  Not preexec_fn: this process has threads.
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):  # it died already
+        sys.exit(1)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def dies_with_this_process() -> list[str]:
+    """The start of a Python command whose process ends when this one does."""
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid())]
+
+
 def start_jupyterlab(
     port: int, token: str, dashboard_port: int | None, log: Path, private: Path
 ) -> Any:
@@ -87,7 +105,7 @@ def start_jupyterlab(
             f"--LabApp.app_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}"
         ]
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        *dies_with_this_process(), "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={os.getcwd()}", *options,
         # In containers one is often root; jupyter_server refuses that unless told.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import SCRIPTS, Session, launch, mpirun, our_lines
+from launch import SCRIPTS, Session, launch, mpirun, our_lines, reap
 from start_daskmpi.gpus import count_gpus
 
 pytestmark = [
@@ -91,6 +91,21 @@ def test_a_scheduler_that_closes_ends_the_job_with_one_line(loopback, record, wa
     assert f"lost the scheduler (rank 0 on {HOST}): the job ends" in line, done
     if waiting_on == "sleep":
         assert TRACEBACK not in done.output, done
+
+
+@pytest.mark.timeout(120)
+def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(loopback, tmp_path, record):
+    """SIGKILL to mpirun's whole process group: every worker process (a
+    nanny's child) ends with its rank, within 10 s."""
+    script = tmp_path / "long.py"
+    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(600)\n")
+    with Session([*loopback, str(script)], np=4) as session:
+        session.wait_for("READY")
+        os.killpg(session.process.pid, signal.SIGKILL)
+        left = reap(session.token, grace=10)
+        run = session.finish(timeout=30)
+    record(run, "fault", "SIGKILL to mpirun's process group")
+    assert left == [], left
 
 
 @pytest.mark.timeout(120)

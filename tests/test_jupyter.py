@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, Lab, Session, mpirun
+from launch import ROOT, SCRIPTS, Lab, Session, mpirun, reap
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
@@ -251,6 +251,20 @@ def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
     assert run.rc == status, run
     assert time.monotonic() - signaled < 10, run
     assert run.leftovers == [] and "Traceback" not in run.output, run
+
+
+@pytest.mark.timeout(180)
+def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(tmp_path, record):
+    """SIGKILL to mpirun's whole process group, which no process can catch:
+    JupyterLab, started in a session of its own, ends with its rank all the
+    same (and its kernels with it), within 10 s."""
+    with Session(options(tmp_path), np=3, cwd=ROOT) as session:
+        Lab(session)
+        os.killpg(session.process.pid, signal.SIGKILL)
+        left = reap(session.token, grace=10)
+        run = session.finish(timeout=30)
+    record(run, "fault", "JupyterLab, SIGKILL to mpirun's process group")
+    assert left == [], left
 
 
 @pytest.mark.timeout(180)
