@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -213,6 +214,12 @@ class Session:
 
     def close_stdin(self) -> None:
         self.process.stdin.close()
+
+    def kill_all_hard(self, grace: float = 10) -> list[str]:
+        """SIGKILL to the launcher's whole process group, which no process can
+        catch; the run's processes still there ``grace`` seconds later."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        return reap(self.token, grace=grace)
 
     def finish(self, timeout: float = 60) -> Run:
         """Wait for the run to end by itself; kill it at ``timeout``."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import SCRIPTS, Session, launch, mpirun, our_lines, reap
+from launch import SCRIPTS, Session, launch, mpirun, our_lines
 from start_daskmpi.gpus import count_gpus
 
 pytestmark = [
@@ -101,8 +101,7 @@ def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(loopback, tmp_
     script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(600)\n")
     with Session([*loopback, str(script)], np=4) as session:
         session.wait_for("READY")
-        os.killpg(session.process.pid, signal.SIGKILL)
-        left = reap(session.token, grace=10)
+        left = session.kill_all_hard()
         run = session.finish(timeout=30)
     record(run, "fault", "SIGKILL to mpirun's process group")
     assert left == [], left

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, Lab, Session, mpirun, reap
+from launch import ROOT, SCRIPTS, Lab, Session, mpirun
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
@@ -260,8 +260,7 @@ def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(tmp_path, reco
     same (and its kernels with it), within 10 s."""
     with Session(options(tmp_path), np=3, cwd=ROOT) as session:
         Lab(session)
-        os.killpg(session.process.pid, signal.SIGKILL)
-        left = reap(session.token, grace=10)
+        left = session.kill_all_hard()
         run = session.finish(timeout=30)
     record(run, "fault", "JupyterLab, SIGKILL to mpirun's process group")
     assert left == [], left
