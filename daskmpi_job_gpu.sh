@@ -21,6 +21,7 @@
 #COBALT -n 1 -t 00:30:00 -q full-node
 #PBS -l select=1
 #PBS -l walltime=00:30:00
+#PBS -W umask=077
 #SBATCH --nodes=1
 #SBATCH --time=00:30:00
 set -euo pipefail
@@ -62,6 +63,10 @@ job_nodes() {  # this job's nodes, one per line, first node first, each once
     esac | awk 'NF && !seen[$1]++ {print $1}'
 }
 
+# The job's output gets JupyterLab's token and the cluster's addresses: readable
+# by the user only (batch systems write it with the submitter's umask, often 022).
+output=$(readlink -f /proc/$$/fd/1 || true)
+if [[ -f $output && -O $output ]]; then chmod go= "$output"; fi
 cd "${PBS_O_WORKDIR:-${SLURM_SUBMIT_DIR:-$PWD}}"  # PBS starts jobs in $HOME
 activate
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

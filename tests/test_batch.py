@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, launch, mpirun, report
+from launch import ROOT, SCRIPTS, launch, mpirun, reap, report, tracked_environment
 from start_daskmpi.gpus import count_gpus
 from start_daskmpi.layout import format_ranks
 
@@ -115,3 +117,27 @@ def test_the_batch_script_keeps_the_scripts_arguments_out_of_the_output(tmp_path
     assert run.rc == 0, run
     assert f"--status-file {tmp_path}/.daskmpi_status." in run.stdout
     assert f" {quiet} ...\n" in run.stdout and "s3cret" not in run.output, run
+
+
+@pytest.mark.timeout(150)
+def test_the_batch_script_makes_the_jobs_output_file_private(tmp_path):
+    """Batch systems write the job's output with the submitter's umask, often
+    readable by all; it gets JupyterLab's token and the cluster's addresses."""
+    output = tmp_path / "job.out"
+    output.touch(mode=0o644)
+    output.chmod(0o644)
+    token, env = tracked_environment({
+        **scheduler_environment("Slurm", tmp_path / "nodes"), "SLURM_SUBMIT_DIR": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DASKMPI_GPUS_PER_NODE": "0", "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'}",
+        "DASKMPI_LAUNCHER": "sh -c '\"$@\"' launcher",
+    })
+    script = tmp_path / "done.py"
+    script.write_text("print('DONE')\n")
+    with output.open("w") as out:
+        done = subprocess.run(["bash", str(ROOT / "daskmpi_job_gpu.sh"), str(script)],
+                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                              timeout=120, start_new_session=True)
+    assert reap(token) == []
+    assert done.returncode == 0, output.read_text()
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600 and "DONE" in output.read_text()
