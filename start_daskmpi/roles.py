@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -295,7 +296,10 @@ def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     if not agree(world, error):
         return 2
     if args.verbose and world.rank == SCHEDULER_RANK:
-        print("\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))]))
+        plan = "\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))])
+        # One write, newline included: print's two would let the driver's lines,
+        # which mpirun forwards from another process, fall between them.
+        sys.stdout.write(plan + "\n")
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
     if role.kind == "scheduler":
         return asyncio.run(serve_scheduler(world, args, layout, security))
