@@ -9,6 +9,7 @@ import contextlib
 import getpass
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -34,26 +35,32 @@ from .security import (
     remove_private,
     security_from,
     write_client_credentials,
+    write_private,
 )
 from .servers import FAILURES_TOPIC, SchedulerInfo
 from .sites import ssh_route
 
 logger = logging.getLogger("start_daskmpi")
 
+CLIENT_ENV = "client.env"  # the variables that point Client() at this job, for a shell
 SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
 WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
 
 
 def point_clients_here(job: Job) -> None:
     """Make ``Client()`` with no arguments reach this cluster, with the driver's
-    credentials: here, in the script's subprocesses and in JupyterLab's kernels
-    (files in a private folder of this node, which Job.end removes)."""
+    credentials: here, in the script's subprocesses, in JupyterLab's kernels,
+    and in another shell of the user's that sources ``client.env`` (files in a
+    private folder of this node, which Job.end removes)."""
+    job.client_folder = private_folder(os.environ)
     variables = {"DASK_SCHEDULER_ADDRESS": job.info.address}
     if job.credentials is not None:
-        job.client_folder = private_folder(os.environ)
         logger.info("the client's credentials, for the script and JupyterLab's kernels: %s",
                     job.client_folder)
         variables.update(write_client_credentials(job.credentials, job.client_folder))
+    write_private(job.client_folder / CLIENT_ENV, "".join(
+        f"export {name}={shlex.quote(value)}\n" for name, value in variables.items()
+    ))
     os.environ.update(variables)
     dask.config.update(dask.config.config, dask.config.collect_env(variables))
 
@@ -200,6 +207,8 @@ def drive(job: Job, reads_stdin: bool) -> int:
                 job.workers_came.set()
                 print(f"Client status: {client}")
                 print(f"Logs: {job.log_dir}")
+                print(f"Another client of yours, from a shell on {short_hostname()}: "
+                      f". {job.client_folder / CLIENT_ENV}, then Client()")
                 print()
                 if args.script:
                     return run_script_session(job, to_scheduler)

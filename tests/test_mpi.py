@@ -191,7 +191,9 @@ def test_only_this_jobs_credentials_get_in(loopback, tmp_path):
     # The client's credentials: in a private folder of the node while the job
     # runs, gone after it; nothing secret in the (shared) log folder.
     _, folder, mode, files = re.search(r"^CREDENTIALS .*$", run.stdout, re.M)[0].split()
-    assert (mode, files) == ("700", "ca.pem:600,client-cert.pem:600,client-key.pem:600")
+    assert (mode, files) == (
+        "700", "ca.pem:600,client-cert.pem:600,client-key.pem:600,client.env:600"
+    )
     assert not folder.startswith(str(Path.home())) and not Path(folder).exists()
     logs = tmp_path / "logs"
     assert not any("PRIVATE KEY" in p.read_text() for p in logs.iterdir() if p.is_file())

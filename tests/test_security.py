@@ -372,3 +372,50 @@ def test_another_host_reaches_no_server_of_a_one_node_job(tmp_path, tls):
     answers = tried.stdout.split("\n")
     assert len(ports) >= 4 and tried.stdout.count("REFUSED") == len(ports), tried.stdout
     assert all("ConnectionRefusedError" in a for a in answers if a), answers
+
+
+# --- a second client ---------------------------------------------------------
+
+SECOND_CLIENT = """
+from distributed import Client
+with Client(timeout=10) as client:
+    print("WORKERS", len(client.scheduler_info(n_workers=-1)["workers"]))
+"""
+
+OTHER_CLIENT = """
+import sys
+try:
+    open(sys.argv[1]).read()
+    print("READ the client settings")
+except OSError as e:
+    print("REFUSED", type(e).__name__)
+from distributed import Client
+try:
+    Client(sys.argv[2], timeout=5)
+    print("CONNECTED")
+except Exception as e:
+    print("REFUSED", type(e).__name__)
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(120)
+def test_a_second_client_of_the_users_own_gets_in_with_the_printed_line(tmp_path):
+    """The line the job prints gets another shell of the user's into the
+    cluster; another user, reading the same line, gets nothing."""
+    script = tmp_path / "sleeps.py"
+    script.write_text(SLEEPS)
+    with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path) as session:
+        session.wait_for("READY")
+        settings = session.wait_for(
+            r"Another client of yours, from a shell on \S+: \. (\S+), then Client\(\)")[1]
+        address = session.wait_for(r"Scheduler address: (\S+)")[1]
+        shell = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+        own = subprocess.run(["bash", "-c", f'. {settings} && exec "$0" -c "$1"',
+                              sys.executable, SECOND_CLIENT],
+                             env=shell, capture_output=True, text=True, timeout=60)
+        other = as_other_user(OTHER_CLIENT, settings, address)
+    assert own.stdout.split() == ["WORKERS", "1"], own.stderr
+    assert "READ" not in other.stdout and "CONNECTED" not in other.stdout, other
+    assert other.stdout.count("REFUSED") == 2, other
