@@ -15,14 +15,15 @@ against its expectation; a wrong one makes the exit status 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import math
 import statistics
 import sys
 import time
 
-import dask
 import dask.array as da
+import numpy as np
 from distributed import get_client, progress, wait
 
 BLOG = "https://blog.dask.org/2019/01/03/dask-array-gpus-first-steps"
@@ -43,14 +44,39 @@ def tolerance(size: int) -> float:
     return 6 * expected_sum(size)[1]
 
 
+def random_chunk(backend: str, seed: int, block_info: dict | None = None):
+    """One chunk of ``x``, drawn by ``backend``'s Generator where the task runs: a
+    GPU worker's own device for CuPy.  Each chunk has a stream of its own."""
+    where = block_info[None]
+    index = int(np.ravel_multi_index(where["chunk-location"], where["num-chunks"]))
+    rng = importlib.import_module(backend).random.default_rng(seed + index)
+    # CuPy's Generator has standard_normal but no normal.
+    return MEAN + SD * rng.standard_normal(where["chunk-shape"])
+
+
+def on_host(total) -> np.ndarray:
+    """A sum, as a NumPy number: a CuPy one would make a CUDA context wherever
+    it is unpickled, the client's process included."""
+    return np.asarray(float(total))
+
+
+def normal_array(size: int, chunks: int, backend: str) -> da.Array:
+    """``x``, with chunks of ``backend`` ("cupy" or "numpy"), made on the workers
+    only: dask's own random functions (da.random with the cupy backend) build a
+    Generator and a chunk of metadata in the client's process, which would then
+    hold a CUDA context, and cuRAND state, on a GPU that a worker owns."""
+    seed = int(np.random.SeedSequence().generate_state(1)[0])
+    return da.map_blocks(
+        random_chunk, backend, seed, chunks=da.core.normalize_chunks(chunks, (size, size)),
+        dtype=float, meta=np.empty((0, 0)),
+    )
+
+
 def blog_sum(size: int, chunks: int, backend: str) -> da.Array:
-    """The lazy sum of ``(x + 1)[::2, ::2]``, with chunks of ``backend`` ("cupy" or "numpy").
-    The array backend picks the chunks' library, as Dask's docs advise, so the
-    same code draws its numbers with CuPy's Generator on a GPU."""
-    with dask.config.set({"array.backend": backend}):
-        # CuPy's Generator has standard_normal but no normal.
-        x = MEAN + SD * da.random.default_rng().standard_normal((size, size), chunks=chunks)
-    return (x + 1)[::2, ::2].sum()
+    """The lazy sum of ``(x + 1)[::2, ::2]``, with chunks of ``backend``; a NumPy
+    number once computed."""
+    total = (normal_array(size, chunks, backend) + 1)[::2, ::2].sum()
+    return total.map_blocks(on_host, dtype=float, meta=np.empty(()))
 
 
 def compute(client, array: da.Array, workers: list[str]) -> float:

@@ -49,7 +49,9 @@ def as_other_user(code: str, *args: str) -> subprocess.CompletedProcess:
         ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
          sys.executable, "-c", code, *args],
         capture_output=True, text=True, timeout=60, cwd="/",
-        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"},
+        # Its own environment, but for where this Python finds its packages.
+        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent",
+             **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}},
     )
 
 

@@ -1,10 +1,14 @@
-"""On each GPU worker: its device, a CuPy computation, and a CuPy dask.array."""
+"""On each GPU worker: its device, a CuPy computation, and a CuPy dask.array,
+made as cupy_test.py makes it."""
 import json
 import os
+import sys
+from pathlib import Path
 
-import dask
-import dask.array as da
 from distributed import get_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # cupy_test, at the root
+from cupy_test import blog_sum, normal_array  # noqa: E402
 
 
 def on_worker():
@@ -16,7 +20,8 @@ def on_worker():
         "pid": os.getpid(),
         "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "count": cupy.cuda.runtime.getDeviceCount(),
-        "pci_bus": props["pciBusID"],
+        # Domain, bus, device and function: the bus alone is 0 on some machines' every GPU.
+        "pci_bus": cupy.cuda.Device().pci_bus_id,
         "name": props["name"].decode(),
         "total": total,
     }
@@ -24,11 +29,10 @@ def on_worker():
 
 client = get_client()
 workers = client.run(on_worker)
-with dask.config.set({"array.backend": "cupy"}):
-    x = 10 + da.random.default_rng(42).standard_normal((4000, 4000), chunks=1000)
+x = normal_array(4000, 1000, "cupy")
 # Computed on the workers: CuPy results sent here would make a context here too.
 chunk_type = client.submit(lambda b: type(b).__module__, client.compute(x.blocks[0, 0])).result()
-total = client.submit(float, client.compute((x + 1)[::2, ::2].sum())).result()
+total = float(client.compute(blog_sum(4000, 1000, "cupy")).result())
 
 
 def gpu_pids():
