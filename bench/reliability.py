@@ -25,6 +25,7 @@ TESTS = [
     "tests/test_mpi.py::test_without_mpirun_a_local_cluster_runs_the_script",
     "tests/test_jupyter.py::test_stop_on_stdin_ends_everything",
     "tests/test_jupyter.py::test_signal_to_mpirun_ends_everything",
+    "tests/test_jupyter.py::test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running",
     "tests/test_nodes.py::test_a_node_cut_off_mid_run_ends_the_job_within_a_bound",
     "tests/test_nodes.py::test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher",
     "tests/test_nodes.py::test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job",

@@ -19,6 +19,14 @@ def reap_runs_left_by_a_failed_test():
     del STARTED[before:]
 
 
+@pytest.fixture(autouse=True)
+def runs_keep_their_files_in_the_tests_folder(tmp_path, monkeypatch):
+    """The private folders a run makes in $TMPDIR (the client's credentials,
+    JupyterLab's config, workers' scratch) go into the test's folder: a run
+    killed on purpose cannot remove its own, and pytest removes these."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @pytest.fixture
 def loopback(tmp_path):
     """Options that keep a run on loopback, its files in the test's folder, and

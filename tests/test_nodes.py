@@ -67,7 +67,8 @@ def open_mpi_run(cluster: SimCluster, ranks, *options: str) -> list[str]:
     """The same with Open MPI's mpirun and the launch line's own options; it
     passes no variable to other nodes unless told: the ones the launch lines
     carry, and the tests' run token."""
-    carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""})
+    # TMPDIR too, which the launch lines leave to each node (conftest sets it).
+    carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""}) + ["TMPDIR"]
     return [str(OPEN_MPI / "bin" / "mpirun"), *options, *cluster.openmpi(ranks, OPEN_MPI),
             *launchers.OPEN_MPI.unbound, *launchers.OPEN_MPI.bounded,
             *[word for name in carried for word in ("-x", name)],

@@ -58,7 +58,7 @@ def as_other_user(code: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def shared(tmp_path_factory):
     """A folder every user may write in, as /tmp is (sticky); removed after."""
-    folder = Path(tempfile.mkdtemp(prefix="start_daskmpi-shared-"))
+    folder = Path(tempfile.mkdtemp(prefix="start_daskmpi-shared-", dir="/tmp"))
     folder.chmod(0o1777)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -216,7 +216,9 @@ def test_the_clients_key_is_private_on_its_node_and_gone_after_the_job(tmp_path)
         "print('KEY', os.environ['DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY'], flush=True)\n"
         + SLEEPS
     )
-    with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path) as session:
+    # /tmp, which every user may enter: the folder's own mode must stop them.
+    with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path,
+                 env={"TMPDIR": "/tmp"}) as session:
         key = Path(session.wait_for(r"KEY (\S+)")[1])
         session.wait_for("READY")
         tried = as_other_user(READ_FILES, str(key), str(key.parent / "client-cert.pem"))
@@ -408,7 +410,8 @@ def test_a_second_client_of_the_users_own_gets_in_with_the_printed_line(tmp_path
     cluster; another user, reading the same line, gets nothing."""
     script = tmp_path / "sleeps.py"
     script.write_text(SLEEPS)
-    with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path) as session:
+    with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path,
+                 env={"TMPDIR": "/tmp"}) as session:  # which every user may enter
         session.wait_for("READY")
         settings = session.wait_for(
             r"Another client of yours, from a shell on \S+: \. (\S+), then Client\(\)")[1]
@@ -418,6 +421,9 @@ def test_a_second_client_of_the_users_own_gets_in_with_the_printed_line(tmp_path
                               sys.executable, SECOND_CLIENT],
                              env=shell, capture_output=True, text=True, timeout=60)
         other = as_other_user(OTHER_CLIENT, settings, address)
+        session.process.terminate()  # an end the job cleans up after
+        run = session.finish(timeout=30)
+    assert run.leftovers == [] and not Path(settings).exists(), run
     assert own.stdout.split() == ["WORKERS", "1"], own.stderr
     assert "READ" not in other.stdout and "CONNECTED" not in other.stdout, other
     assert other.stdout.count("REFUSED") == 2, other
