@@ -352,7 +352,8 @@ def batch_on(cluster: SimCluster, tmp_path: Path, scheduler: str, mpi: str, scri
         **(mpich_environment(cluster) if mpi == "MPICH"
            else {**openmpi_environment(cluster), **ROOT_ALLOWED}),
         "DASKMPI_GPUS_PER_NODE": "2",
-        "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'}",
+        # Its own scratch: Open MPI's ranks get no TMPDIR from the launch line.
+        "DASKMPI_OPTIONS": f"--log-dir {tmp_path / 'logs'} --local-directory {tmp_path}",
     }
     if scheduler == "PBS":  # qsub passes no arguments to a job script
         env["DASKMPI_SCRIPT"], script = " ".join(script), []
