@@ -59,9 +59,11 @@ def lab(tmp_path_factory):
             blocker.listen()
         except OSError:
             pass  # taken already: as good
-        with Session(options(tmp), np=3, cwd=ROOT) as session:
+        # Its own $TMPDIR: conftest's, per test, comes after a module's fixture.
+        with Session(options(tmp), np=3, cwd=ROOT, env={"TMPDIR": str(tmp)}) as session:
             yield Lab(session), session, tmp
             session.send("stop\n")
+            session.finish(timeout=60)  # ended by 'stop', which cleans up, not killed
 
 
 def test_jupyterlab_takes_a_free_port_and_says_which(lab):
