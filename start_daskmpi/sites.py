@@ -50,7 +50,9 @@ def default_ssh_hops(host: str, fqdn: str, user: str) -> list[str]:
     know the site, else straight to this node."""
     site = site_of(host, fqdn)
     if site is None:
-        return [f"{user}@{fqdn}"]
+        # A name that resolves to loopback names no machine a laptop can reach.
+        reachable = host if fqdn.split(".")[0] in ("localhost", "") else fqdn
+        return [f"{user}@{reachable}"]
     return [hop.format(user=user) for hop in site.hops] + [host]
 
 

@@ -130,6 +130,11 @@ def test_generic_route_goes_straight_to_the_node():
     )
 
 
+def test_a_fully_qualified_name_of_localhost_gives_way_to_the_hostname():
+    assert ssh_route(None, "node7", "localhost", "ada") == ["ada@node7"]
+    assert ssh_route(None, "node7", "localhost.localdomain", "ada") == ["ada@node7"]
+
+
 def test_given_hops_end_at_the_node():
     route = ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
     assert route == ["me@login.site.org", "gateway", "x1001c0s0b0n0"]
