@@ -108,16 +108,27 @@ def local_directory(option: str | None) -> str:
     return option or default_local_directory(os.environ, this_site())
 
 
+def fresh_private_folder(base: str) -> Path:
+    """A new folder under ``base`` that only this user can enter (mkdtemp's 0700):
+    no one else can have made it, or put anything in it."""
+    return Path(tempfile.mkdtemp(prefix="start_daskmpi-", dir=base))
+
+
 @contextlib.contextmanager
-def private_scratch(option: str | None) -> Iterator[str]:
-    """A fresh folder of this user's alone in the node's scratch (--local-directory,
-    else the default), for workers' spilled data, which no one else can then
-    read or swap; removed on exit."""
-    folder = tempfile.mkdtemp(prefix="start_daskmpi-", dir=local_directory(option))  # 0700
+def private_folder_for_block(base: str) -> Iterator[Path]:
+    """A fresh_private_folder for the block, removed after it."""
+    folder = fresh_private_folder(base)
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def private_scratch(option: str | None) -> contextlib.AbstractContextManager[Path]:
+    """A private folder in the node's scratch (--local-directory, else the
+    default), for workers' spilled data, which no one else can then read or
+    swap; removed on exit."""
+    return private_folder_for_block(local_directory(option))
 
 
 def default_log_dir(environ: Mapping[str, str], home: Path, now: datetime.datetime) -> Path:

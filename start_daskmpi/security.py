@@ -16,7 +16,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from distributed import Security
 
 from .errors import LaunchError
+from .places import fresh_private_folder, private_folder_for_block
 
 # Where batch systems tell a job when it ends (seconds since the epoch).
 JOB_END_VARIABLES = ("SLURM_JOB_END_TIME", "COBALT_ENDTIME")
@@ -167,22 +168,20 @@ def security_from(credentials: Credentials | None) -> Security:
     )
 
 
-def private_folder(environ: Mapping[str, str]) -> Path:
-    """A fresh folder only this user can enter, on this node: the user's
-    runtime folder where there is one, else the node's temporary folder."""
+def runtime_folder(environ: Mapping[str, str]) -> str:
+    """Where a node keeps this user's private files: the user's runtime folder
+    where there is one, else the node's temporary folder."""
     runtime = environ.get("XDG_RUNTIME_DIR")
-    base = runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
-    return Path(tempfile.mkdtemp(prefix="start_daskmpi-", dir=base))  # mode 0700
+    return runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
 
 
-@contextlib.contextmanager
-def private_files(environ: Mapping[str, str]) -> Iterator[Path]:
+def private_folder(environ: Mapping[str, str]) -> Path:
+    return fresh_private_folder(runtime_folder(environ))
+
+
+def private_files(environ: Mapping[str, str]) -> contextlib.AbstractContextManager[Path]:
     """A private_folder for the block, removed after it."""
-    folder = private_folder(environ)
-    try:
-        yield folder
-    finally:
-        remove_private(folder)
+    return private_folder_for_block(runtime_folder(environ))
 
 
 def write_private(path: Path, text: str) -> None:

@@ -104,14 +104,14 @@ def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str,
 
 
 def worker_options(
-    role: Role, args: argparse.Namespace, security: Security, scratch: str
+    role: Role, args: argparse.Namespace, security: Security, scratch: str | Path
 ) -> dict[str, Any]:
     return dict(
         name=role.name,
         nthreads=role.nthreads,
         memory_limit=role.memory_limit,
         resources={"GPU": 1} if role.gpu is not None else None,
-        local_directory=scratch,
+        local_directory=str(scratch),
         **bound_to(args.interface),
         protocol=comm_protocol(args),
         security=security,
@@ -139,7 +139,7 @@ def environment(variables: Mapping[str, str]) -> Iterator[None]:
 
 def make_worker(
     address: str, role: Role, args: argparse.Namespace, security: Security, log_file: Path,
-    scratch: str,
+    scratch: str | Path,
 ) -> Any:
     """``role``'s worker, not yet started (each kind starts when awaited), its
     spilled data in ``scratch`` (places.private_scratch).
