@@ -184,8 +184,9 @@ def check_lab(found: Lab, *options: str) -> str:
     """tests/scripts/check_lab.py on this node: the proxied dashboard, the
     sidebar's plot list, and what ``options`` add."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "check_lab.py"), found.base, found.token,
-         str(found.proxied_port), *options],
+        # "--": a token may start with "-"
+        [sys.executable, str(SCRIPTS / "check_lab.py"), *options, "--", found.base, found.token,
+         str(found.proxied_port)],
         capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -206,7 +206,9 @@ def test_jupyterlab_and_its_tunnels_follow_the_driver(tmp_path, ranks, mpi):
                 checks += ["--browser", str(tmp_path)]
         checked = subprocess.run(
             ["ip", "netns", "exec", driver_node.namespace, sys.executable,
-             str(SCRIPTS / "check_lab.py"), lab.base, lab.token, str(lab.proxied_port), *checks],
+             # "--": a token may start with "-"
+             str(SCRIPTS / "check_lab.py"), *checks, "--", lab.base, lab.token,
+             str(lab.proxied_port)],
             capture_output=True, text=True, timeout=240,
         )
         print(checked.stdout, checked.stderr)
