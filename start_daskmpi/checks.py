@@ -3,6 +3,7 @@ at once, not a traceback or a timeout later."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 
@@ -49,6 +50,16 @@ def check_local_directory(path: str) -> None:
         raise LaunchError(f"--local-directory {path} is not writable: choose another folder")
 
 
+# The first that hands CuPy's allocations to RMM's pool (rmm_allocator_external_lib_list).
+OLDEST_DASK_CUDA_FOR_RMM = "24.12"
+
+
+def is_at_least(package: str, oldest: str) -> bool:
+    from packaging.version import Version  # distributed's own dependency
+
+    return Version(importlib.metadata.version(package)) >= Version(oldest)
+
+
 def dask_cuda_options(args: argparse.Namespace) -> list[str]:
     return [
         option for option, value in (
@@ -66,6 +77,12 @@ def check_dask_cuda(role: Role, args: argparse.Namespace) -> None:
         return
     if importlib.util.find_spec("dask_cuda") is None:
         raise LaunchError(f"{wanted[0]} comes from dask-cuda: pip install dask-cuda")
+    if args.rmm_pool_size and not is_at_least("dask-cuda", OLDEST_DASK_CUDA_FOR_RMM):
+        raise LaunchError(
+            f"--rmm-pool-size needs dask-cuda {OLDEST_DASK_CUDA_FOR_RMM} or later (this node has "
+            f"{importlib.metadata.version('dask-cuda')}): pip install -U 'dask-cuda>="
+            f"{OLDEST_DASK_CUDA_FOR_RMM}', or drop --rmm-pool-size"
+        )
     if args.rmm_pool_size and importlib.util.find_spec("rmm") is None:
         raise LaunchError("--rmm-pool-size needs RMM: pip install rmm-cu12 (or rmm-cu13)")
     if not args.nanny:

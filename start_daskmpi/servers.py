@@ -165,11 +165,20 @@ def make_worker(
             **options,
             **process,
             resources=",".join(f"{name}={count}" for name, count in resources.items()),
-            rmm_pool_size=args.rmm_pool_size,
-            # Without this, CuPy keeps allocating from its own pool, not RMM's.
-            rmm_allocator_external_lib_list=["cupy"] if args.rmm_pool_size else None,
-            device_memory_limit=args.device_memory_limit or "default",
+            **dask_cuda_memory_options(args),
         )
+
+
+def dask_cuda_memory_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Only what was asked for: each dask-cuda release has its own default
+    (and older ones know fewer keywords)."""
+    options: dict[str, Any] = {}
+    if args.rmm_pool_size:
+        # Without the second, CuPy keeps allocating from its own pool, not RMM's.
+        options.update(rmm_pool_size=args.rmm_pool_size, rmm_allocator_external_lib_list=["cupy"])
+    if args.device_memory_limit:
+        options.update(device_memory_limit=args.device_memory_limit)
+    return options
 
 
 async def stop_worker(server: Any) -> None:

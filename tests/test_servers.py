@@ -3,9 +3,11 @@ nanny's worker class and log, the one rule for dask-cuda's options."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from distributed import Nanny, Security, Worker
@@ -15,7 +17,12 @@ from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import uses_dask_cuda
 from start_daskmpi.layout import Role
 from start_daskmpi.options import parse_args
-from start_daskmpi.servers import NannyWorker, environment, make_worker
+from start_daskmpi.servers import (
+    NannyWorker,
+    dask_cuda_memory_options,
+    environment,
+    make_worker,
+)
 
 GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
 AMD_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30, pin="ROCR_VISIBLE_DEVICES")
@@ -82,12 +89,19 @@ def test_environment_is_restored(monkeypatch):
 
 @pytest.fixture
 def dask_cuda_installed(monkeypatch):
-    """As if dask-cuda and RMM were installed (they need a GPU's CUDA)."""
-    real = importlib.util.find_spec
+    """As if dask-cuda and RMM were installed (they need a GPU's CUDA); the
+    version of dask-cuda is the fixture's ``release`` attribute."""
+    real, real_version = importlib.util.find_spec, importlib.metadata.version
     monkeypatch.setattr(
         importlib.util, "find_spec",
         lambda name, *a: object() if name in ("dask_cuda", "rmm") else real(name, *a),
     )
+    installed = SimpleNamespace(release="26.10.0")
+    monkeypatch.setattr(
+        importlib.metadata, "version",
+        lambda name: installed.release if name == "dask-cuda" else real_version(name),
+    )
+    return installed
 
 
 def test_one_rule_for_dask_cuda(dask_cuda_installed):
@@ -111,6 +125,29 @@ def test_dask_cuda_options_where_no_dask_cuda_worker_runs_are_an_error(
 
 def test_dask_cuda_options_on_an_nvidia_gpu_pass(dask_cuda_installed):
     check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+
+
+def test_a_dask_cuda_too_old_for_the_rmm_pool_says_so_at_start(dask_cuda_installed):
+    dask_cuda_installed.release = "24.8.2"
+    with pytest.raises(LaunchError) as raised:
+        check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+    assert str(raised.value) == (
+        "--rmm-pool-size needs dask-cuda 24.12 or later (this node has 24.8.2): "
+        "pip install -U 'dask-cuda>=24.12', or drop --rmm-pool-size"
+    )
+    check_dask_cuda(GPU_WORKER, parse_args(["--device-memory-limit", "0.8"]))
+
+
+@pytest.mark.parametrize("argv, asked", [
+    ([], {}),
+    (["--device-memory-limit", "0.8"], {"device_memory_limit": "0.8"}),
+    (["--rmm-pool-size", "70GB"],
+     {"rmm_pool_size": "70GB", "rmm_allocator_external_lib_list": ["cupy"]}),
+])
+def test_dask_cuda_is_given_only_what_was_asked(argv, asked):
+    """Every other keyword keeps the installed dask-cuda's default, which
+    differs by release (and older ones refuse newer keywords)."""
+    assert dask_cuda_memory_options(parse_args(argv)) == asked
 
 
 def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
