@@ -9,6 +9,15 @@ from typing import Any
 class LaunchError(Exception):
     """A problem the user can fix; its message says how, in one line."""
 
+    def __init__(self, message: str) -> None:
+        # A user's own text in it (a path with a newline, say) must not break the line.
+        super().__init__(one_line(message))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters written as Python writes them."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 def report(message: str) -> None:
     print(f"start_daskmpi: error: {message}", file=sys.stderr, flush=True)

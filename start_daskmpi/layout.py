@@ -119,8 +119,8 @@ def with_rank_masks(
     worker keeps its own.  Masks all alike stand for the node, as its first rank
     found them."""
     result = list(nodes)
-    for index, node in enumerate(nodes):
-        ranks = [r for r in range(DRIVER_RANK + 1, len(rank_nodes)) if rank_nodes[r] == index]
+    each_node = zip(nodes, worker_ranks(rank_nodes, len(nodes)), strict=True)
+    for index, (node, ranks) in enumerate(each_node):
         masks = [rank_masks[r].get(node.pin) for r in ranks]
         if node.gpus and None not in masks and len(set(masks)) > 1:
             result[index] = replace(node, gpus=tuple(str(mask) for mask in masks))
@@ -148,8 +148,8 @@ def plan_layout(
         DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
     }
     notes = []
-    for index, node in enumerate(nodes):
-        ranks = [r for r in range(DRIVER_RANK + 1, len(rank_nodes)) if rank_nodes[r] == index]
+    fits = fitting_ranks(nodes)  # once: every node's note may say it
+    for node, ranks in zip(nodes, worker_ranks(rank_nodes, len(nodes)), strict=True):
         gpus: Sequence[str | None] = node.gpus or [None] * len(ranks)
         placed = list(zip(ranks, gpus, strict=False))  # extra ranks idle
         threads = nthreads or (1 if node.gpus else max(1, node.cores // max(1, len(placed))))
@@ -163,13 +163,13 @@ def plan_layout(
         if idle:
             notes.append(
                 f"{len(idle)} rank(s) on {node.host} have no GPU left and stay idle "
-                f"(ranks {format_ranks(idle)}); {fitting_ranks(nodes)} fits"
+                f"(ranks {format_ranks(idle)}); {fits} fits"
             )
         unused = node.gpus[len(placed):]
         if unused:
             notes.append(
                 f"{len(unused)} GPU(s) of {node.host} get no worker ({', '.join(unused)}); "
-                f"{fitting_ranks(nodes)} gives each one"
+                f"{fits} gives each one"
             )
     return Layout(tuple(roles[r] for r in range(len(rank_nodes))), tuple(notes))
 
@@ -191,8 +191,10 @@ def plan_local(
 def describe_layout(layout: Layout) -> list[str]:
     """One line per node: which ranks do what, on which GPUs."""
     lines = []
-    for host in dict.fromkeys(role.host for role in layout.roles):
-        roles = [role for role in layout.roles if role.host == host]
+    by_host: dict[str, list[Role]] = {}
+    for role in layout.roles:
+        by_host.setdefault(role.host, []).append(role)
+    for host, roles in by_host.items():
         parts = [f"rank {r.rank} {r.kind}" for r in roles if r.kind in ("scheduler", "driver")]
         workers = [r for r in roles if r.kind == "worker"]
         if workers:
@@ -206,6 +208,14 @@ def describe_layout(layout: Layout) -> list[str]:
             parts.append(f"rank(s) {format_ranks(idle)} idle")
         lines.append(f"{host}: {'; '.join(parts)}")
     return lines
+
+
+def worker_ranks(rank_nodes: Sequence[int], node_count: int) -> list[list[int]]:
+    """Each node's ranks after the driver's, in order: the ranks that may work."""
+    ranks: list[list[int]] = [[] for _ in range(node_count)]
+    for rank in range(DRIVER_RANK + 1, len(rank_nodes)):
+        ranks[rank_nodes[rank]].append(rank)
+    return ranks
 
 
 def block_placement(ranks: int, nodes: int) -> list[int]:

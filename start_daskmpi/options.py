@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import ipaddress
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,40 +41,89 @@ def _integer(low: int, high: int, expected: str) -> Callable[[str], int]:
 
 
 _positive_int = _integer(1, sys.maxsize, "a positive integer")
+# A plan beyond the largest machines would only take minutes and memory to print.
+MOST_NODES, MOST_RANKS = 100_000, 1_000_000
+_node_count = _integer(1, MOST_NODES, f"a node count, 1-{MOST_NODES}")
+_rank_count = _integer(1, MOST_RANKS, f"a rank count, 1-{MOST_RANKS}")
 _count = _integer(0, sys.maxsize, "0 or more")
 _port = _integer(0, 65535, "a port number, 0-65535")
+
+
+LONGEST_WAIT = 30 * 24 * 3600.0  # seconds: longer than any batch job runs
 
 
 def _seconds(text: str) -> float:
     try:
         value = parse_timedelta(text, default="seconds")
-    except (ValueError, KeyError):  # KeyError: dask's word for an unknown unit
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 60, 90s or 2m, got {text!r}")
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError):  # dask's, for bad text
+        value = math.nan
+    if not 0 < value <= LONGEST_WAIT:  # nan, too, is refused
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 60, 90s or 2m (at most 30 days), got {text!r}"
+        )
     return value
 
 
-def _memory_limit(text: str) -> str:
-    """What Dask's memory_limit takes: 'auto', a fraction or count, or bytes like 80GB."""
+def _amount_of_memory(words: tuple[str, ...], expected: str) -> Callable[[str], str]:
+    """A memory size as Dask and dask-cuda take it, kept as typed: one of
+    ``words``, a fraction of the memory (0 to 1), or bytes (80GB, or a whole
+    number).  A bare 2.5 would be 2 bytes to them: refused."""
+
+    def convert(text: str) -> str:
+        if text in words or is_fraction(text) or is_bytes(text):
+            return text
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+    return convert
+
+
+def is_fraction(text: str) -> bool:
     try:
-        if text == "auto" or float(text) >= 0:
-            return text
+        return 0 < float(text) <= 1
     except ValueError:
-        with contextlib.suppress(ValueError):
-            parse_bytes(text)
-            return text
-    raise argparse.ArgumentTypeError(
-        f"expected bytes such as 80GB, a fraction such as 0.5, auto or 0, got {text!r}"
-    )
+        return False
+
+
+def is_bytes(text: str) -> bool:
+    try:
+        value = parse_bytes(text)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+        return False
+    return value > 0 and (text.strip().isdigit() or not text.strip()[-1:].isdigit())
+
+
+_memory_limit = _amount_of_memory(
+    ("auto", "0"), "bytes such as 80GB, a fraction such as 0.5, auto or 0"
+)
+_rmm_pool_size = _amount_of_memory((), "bytes such as 70GB or a fraction of the GPU such as 0.9")
+_device_memory_limit = _amount_of_memory(
+    ("auto", "0"), "bytes such as 60GB, a fraction of the GPU such as 0.8, auto or 0"
+)
 
 
 def _host_port(text: str) -> str:
     try:
-        parse_host_port(text)
+        host, _ = parse_host_port(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if host and not is_host(host):
+        raise argparse.ArgumentTypeError(
+            f"expected [HOST]:PORT with HOST an address or a name of this node, got {text!r}"
+        )
     return text
+
+
+def is_host(text: str) -> bool:
+    """An IP address, or a name as DNS allows one (letters, digits, '-', '.')."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return all(
+            label and len(label) <= 63 and label.isascii()
+            and label.replace("-", "").isalnum() and not label.startswith("-")
+            for label in text.split(".")
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +189,12 @@ def add_worker_options(group: Any) -> None:
         help="use this many GPUs per node instead of detecting them (0: CPU workers only)",
     )
     group.add_argument(
-        "--rmm-pool-size", metavar="SIZE",
+        "--rmm-pool-size", type=_rmm_pool_size, metavar="SIZE",
         help="GPU workers allocate from an RMM pool of this size, e.g. 70GB or 0.9 of "
         "the GPU (dask-cuda and rmm)",
     )
     group.add_argument(
-        "--device-memory-limit", metavar="LIMIT",
+        "--device-memory-limit", type=_device_memory_limit, metavar="LIMIT",
         help="GPU memory a worker fills before it spills to host memory, then disk, "
         "e.g. 60GB or 0.8 (dask-cuda; default: dask-cuda's)",
     )
@@ -225,9 +275,9 @@ def add_plan_options(group: Any) -> None:
         help="print only the launch command that fits this job and this machine's MPI "
         "(srun in a Slurm job), as a batch script runs it, and exit",
     )
-    group.add_argument("--nodes", type=_positive_int, default=1, metavar="N",
+    group.add_argument("--nodes", type=_node_count, default=1, metavar="N",
                        help="nodes in the job (default 1)")
-    group.add_argument("-np", "--ranks", type=_positive_int, metavar="N",
+    group.add_argument("-np", "--ranks", type=_rank_count, metavar="N",
                        help="ranks mpirun would start (default: the count that fits)")
     group.add_argument("--hostfile", metavar="FILE",
                        help="the job's node file, for the launch lines (default: $NODEFILE)")

@@ -68,7 +68,7 @@ def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, in
         host = host[1:-1]
     elif ":" in host:
         raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected [HOST]:PORT with a port 0-65535, got {text!r}")
     return host, int(port)
 
@@ -167,7 +167,10 @@ def make_log_dir(requested: Path | None) -> Path:
     address of the cluster.  A default folder that exists already (a second run
     in the same job) gets a numbered sibling instead of mixing two runs' logs."""
     if requested is not None:
-        return private_dir(requested.expanduser(), "--log-dir")
+        try:
+            return private_dir(requested.expanduser(), "--log-dir")
+        except RuntimeError:  # ~name of no user
+            raise LaunchError(f"--log-dir {requested}: no such user's home: give a path") from None
     base = default_log_dir(os.environ, Path.home(), datetime.datetime.now())
     for attempt in range(1000):
         path = base if attempt == 0 else base.with_name(f"{base.name}.{attempt}")

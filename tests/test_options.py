@@ -78,3 +78,46 @@ def test_help_names_every_option():
         "--no-tls", "--jupyter-port",
     ):
         assert option in text
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--rmm-pool-size", "2.5"], "--rmm-pool-size: expected bytes such as 70GB or a fraction"),
+        (["--rmm-pool-size", "auto"], "--rmm-pool-size: expected bytes such as 70GB"),
+        (["--device-memory-limit", "-1"], "--device-memory-limit: expected bytes such as 60GB"),
+        (["--device-memory-limit", "1.5"], "a fraction of the GPU such as 0.8, auto or 0"),
+        (["--memory-limit", "inf"], "--memory-limit: expected bytes"),
+        (["--startup-timeout", ""], "--startup-timeout: expected a duration"),
+        (["--startup-timeout", "nan"], "--startup-timeout: expected a duration"),
+        (["--startup-timeout", "1e999"], "(at most 30 days)"),
+        (["--startup-timeout", "31 days"], "(at most 30 days)"),
+        (["--dashboard-address", "²"], "expected [HOST]:PORT with a port 0-65535"),
+        (["--dashboard-address", "a b:8787"], "HOST an address or a name of this node"),
+        (["--dashboard-address", "::1:8787"], "an IPv6 address goes in brackets"),
+        (["--plan", "--nodes", "100001"], "--nodes: expected a node count, 1-100000"),
+        (["--plan", "-np", "1000001"], "-np/--ranks: expected a rank count, 1-1000000"),
+    ],
+)
+def test_values_dask_and_dask_cuda_would_misread_are_refused(argv, words):
+    with pytest.raises(LaunchError) as raised:
+        parse_args([*argv, "job.py"])
+    assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("option", ["--rmm-pool-size", "--device-memory-limit"])
+@pytest.mark.parametrize("value", ["70GB", "0.9", "1", "512MiB", "80000000000"])
+def test_gpu_memory_sizes_dask_cuda_takes(option, value):
+    args = parse_args([option, value, "job.py"])
+    assert vars(args)[option[2:].replace("-", "_")] == value
+
+
+@pytest.mark.parametrize("value", ["8787", ":8787", "0.0.0.0:8787", "[::1]:8787",
+                                   "node-1.example.org:8787", "localhost:0"])
+def test_dashboard_addresses_dask_takes(value):
+    assert parse_args(["--dashboard-address", value, "job.py"]).dashboard_address == value
+
+
+def test_a_message_with_the_users_odd_text_stays_one_line():
+    message = str(LaunchError("script not found: job\n.py\0"))
+    assert message == "script not found: job\\n.py\\x00"
