@@ -41,6 +41,12 @@ def tunnel_lines(what: str, route: Sequence[str], ports: Sequence[int]) -> list[
     return lines
 
 
+ROUTE_HINT = (
+    "No login route is known for this machine, so the tunnel below goes straight to "
+    "the node: if your computer reaches it through a login node, give --ssh-hops you@LOGIN"
+)
+
+
 def dashboard_lines(port: int, inside_lab: tuple[int, int] | None = None) -> list[str]:
     """``inside_lab``: JupyterLab's port, and the dashboard's as its proxy sees it."""
     inside = (

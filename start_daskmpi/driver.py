@@ -23,7 +23,7 @@ from typing import Any
 import dask
 from distributed import Client
 
-from .banners import connection_banner
+from .banners import ROUTE_HINT, connection_banner
 from .errors import LaunchError, report
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, format_ranks
@@ -38,7 +38,7 @@ from .security import (
     write_private,
 )
 from .servers import FAILURES_TOPIC, SchedulerInfo
-from .sites import ssh_route
+from .sites import route_is_a_guess, ssh_route
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -209,6 +209,8 @@ def drive(job: Job, reads_stdin: bool) -> int:
                 print(f"Logs: {job.log_dir}")
                 print(f"Another client of yours, from a shell on {short_hostname()}: "
                       f". {job.client_folder / CLIENT_ENV}, then Client()")
+                if route_is_a_guess(args.ssh_hops, info.host, info.fqdn):
+                    print(ROUTE_HINT)
                 print()
                 if args.script:
                     return run_script_session(job, to_scheduler)

@@ -15,6 +15,7 @@ from distributed import Security
 
 from start_daskmpi import servers
 from start_daskmpi.banners import (
+    ROUTE_HINT,
     DashboardPlace,
     connection_banner,
     jupyter_banner,
@@ -37,7 +38,7 @@ from start_daskmpi.places import (
     port_is_free,
 )
 from start_daskmpi.servers import start_scheduler
-from start_daskmpi.sites import site_of, ssh_route
+from start_daskmpi.sites import route_is_a_guess, site_of, ssh_route
 
 
 def test_explicit_free_port_is_kept():
@@ -121,6 +122,33 @@ def test_each_site_profile_gives_its_tunnel(host, fqdn, site, tunnel):
     found = site_of(host, fqdn)
     assert (found.name if found else None) == site
     assert ssh_command(ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
+
+
+@pytest.mark.parametrize(
+    "host, fqdn, environ, site",
+    [
+        # HPE Cray EX names nodes alike everywhere: a short name alone is no site.
+        ("nid001234", "nid001234", {}, None),
+        ("nid001234", "nid001234.lumi.csc.fi", {}, None),
+        ("nid001234", "nid001234", {"NERSC_HOST": "perlmutter"}, "Perlmutter"),
+        ("x3005c0s7b0n0", "x3005c0s7b0n0", {}, None),
+        ("x3005c0s7b0n0", "x3005c0s7b0n0",
+         {"PBS_O_HOST": "polaris-login-02.hsn.cm.polaris.alcf.anl.gov"}, "Polaris"),
+        ("x4102c5s2b0n0", "x4102c5s2b0n0", {"PBS_O_HOST": "aurora-uan-0009"}, "Aurora"),
+        # The domain says it whatever the node is called.
+        ("n1", "n1.chn.perlmutter.nersc.gov", {}, "Perlmutter"),
+    ],
+)
+def test_sites_are_told_apart_by_domain_or_by_their_own_variable(host, fqdn, environ, site):
+    found = site_of(host, fqdn, environ)
+    assert (found.name if found else None) == site
+
+
+def test_a_route_with_no_site_and_no_hops_is_a_guess_the_banner_says_so():
+    assert route_is_a_guess(None, "node7", "node7.cluster.example.org")
+    assert not route_is_a_guess("me@login", "node7", "node7.cluster.example.org")
+    assert not route_is_a_guess(None, "thetagpu11", "thetagpu11.mcp.alcf.anl.gov")
+    assert "--ssh-hops you@LOGIN" in ROUTE_HINT
 
 
 def test_generic_route_goes_straight_to_the_node():
