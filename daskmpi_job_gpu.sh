@@ -107,8 +107,20 @@ fi
 eval "launcher=($launch)"  # the words as the launcher line quotes them
 command=("$python" -m start_daskmpi --gpus-per-node "$gpus" --status-file "$said" "${options[@]}" "$@")
 say "running: ${launcher[*]} ${command[*]:0:${#command[@]}-$#} ${1:-}${2:+ ...}"
-status=0
-"${launcher[@]}" "${command[@]}" || status=$?
+# The batch system's SIGTERM (walltime, qdel, scancel) reaches the launcher as
+# SIGUSR1, which the ranks take as SIGTERM (start_daskmpi/rank_signals.py):
+# Open MPI answers SIGTERM itself by killing the ranks at once.  The job then
+# ends in order: the script's finally runs, JupyterLab stops.  Where the batch
+# system signals the launcher itself too, see README ("Signals").
+end_in_order() {
+    say "$1: ending the job in order (SIGUSR1 to the launcher, SIGTERM to each rank)"
+    kill -USR1 "$running" 2>/dev/null || true
+}
+trap 'end_in_order SIGTERM' TERM
+trap 'end_in_order SIGINT' INT
+"${launcher[@]}" "${command[@]}" <&0 &
+running=$!
+until wait "$running"; status=$?; ! kill -0 "$running" 2>/dev/null; do :; done
 if [[ -s $said ]]; then
     status=$(<"$said")
 elif ((status == 0)); then  # Open MPI's mpirun, having lost a node, exits 0

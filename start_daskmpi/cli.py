@@ -15,6 +15,7 @@ from .mpi import launcher_world, mpi_world
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
+from .rank_signals import take_sigusr1_as_sigterm
 
 logger = logging.getLogger("start_daskmpi")
 LINE_GRACE = 1.0  # seconds
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
+        take_sigusr1_as_sigterm()  # before MPI starts threads of its own
         world = mpi_world(os.environ)
         if world is None:
             from .local import run_local  # Dask is imported only once a cluster starts

@@ -28,7 +28,9 @@ TAG_START = 1
 TAG_END = 2
 TAG_LEFT = 3
 POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
-SIGNAL_GRACE = 8.0  # seconds a rank waits, after SIGINT or SIGTERM, for the driver to end the job
+# Seconds a rank waits, after an ending signal, for the driver to end the job:
+# the time the script's finally has.  Within Slurm's default KillWait (30 s).
+SIGNAL_GRACE = 25.0
 LEAVE_TIMEOUT = 30.0  # seconds a rank done with its role waits for the others to be done
 LEAVE_GRACE = 10.0  # seconds the other ranks wait past the driver, which names the lost
 # What each MPI launcher tells its processes: world size and rank.

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -404,3 +405,42 @@ def test_a_batch_job_that_loses_a_node_fails(tmp_path, record, mpi):
     if mpi == "Open MPI":
         assert run.rc == 1 and "daskmpi_job_gpu.sh: error: the job ended before its driver " \
             "could tell how (a node lost?)" in run.stdout, run
+
+
+# A finally that takes its time, as saving a checkpoint does: each second it
+# took is a line in the marker, so that a kill part-way shows.
+SLOW_FINALLY = """
+import sys, time
+try:
+    print('READY', flush=True)
+    time.sleep(600)
+finally:
+    for second in range({seconds}):
+        time.sleep(1)
+        with open(sys.argv[1], 'a') as marker:
+            marker.write(f'{{second}}\\n')
+"""
+
+
+@pytest.mark.timeout(150)
+@BOTH_MPIS
+def test_a_walltime_sigterm_to_the_batch_script_lets_the_finally_run(tmp_path, record, mpi):
+    """The batch system's SIGTERM to the job script: the script's finally runs
+    whole (5 s here), under Open MPI too, whose mpirun, signalled itself, kills
+    the ranks at once; the job ends in order with 143."""
+    script, marker = tmp_path / "checkpoints.py", tmp_path / "saved"
+    script.write_text(SLOW_FINALLY.format(seconds=5))
+    with SimCluster(2) as cluster, batch_on(
+        cluster, tmp_path, "Slurm", mpi, [str(script), str(marker)], session=True
+    ) as session:
+        session.wait_for("READY")
+        session.process.send_signal(signal.SIGTERM)  # the batch shell only
+        signaled = time.monotonic()
+        run = session.finish(timeout=60)
+    record(run, "fault", f"SIGTERM to the batch script, a 5 s finally ({mpi})")
+    assert run.rc == 143 and run.leftovers == [], run
+    assert marker.read_text().split() == ["0", "1", "2", "3", "4"], run
+    assert "daskmpi_job_gpu.sh: SIGTERM: ending the job in order" in run.stdout, run
+    assert "Interrupted (SIGTERM): stopping Dask" in run.stdout, run
+    assert time.monotonic() - signaled < 30, run
+    assert "Traceback" not in run.output, run
