@@ -109,12 +109,16 @@ command=("$python" -m start_daskmpi --gpus-per-node "$gpus" --status-file "$said
 say "running: ${launcher[*]} ${command[*]:0:${#command[@]}-$#} ${1:-}${2:+ ...}"
 # The batch system's SIGTERM (walltime, qdel, scancel) reaches the launcher as
 # SIGUSR1, which the ranks take as SIGTERM (start_daskmpi/rank_signals.py):
-# Open MPI answers SIGTERM itself by killing the ranks at once.  The job then
-# ends in order: the script's finally runs, JupyterLab stops.  Where the batch
+# Open MPI 5 answers SIGTERM itself by killing the ranks at once.  The job then
+# ends in order: the script's finally runs, JupyterLab stops.  Open MPI 4
+# forwards no SIGUSR1 (measured, 4.1.6) but gives the ranks time after a
+# SIGTERM (its launch line's odls_base_sigkill_timeout).  Where the batch
 # system signals the launcher itself too, see README ("Signals").
+gentle=USR1
+if "${launcher[0]}" --version 2>&1 | grep -qE "\((Open MPI|OpenRTE)\) [1-4]\."; then gentle=TERM; fi
 end_in_order() {
-    say "$1: ending the job in order (SIGUSR1 to the launcher, SIGTERM to each rank)"
-    kill -USR1 "$running" 2>/dev/null || true
+    say "$1: ending the job in order (SIG$gentle to the launcher, SIGTERM to each rank)"
+    kill "-$gentle" "$running" 2>/dev/null || true
 }
 trap 'end_in_order SIGTERM' TERM
 trap 'end_in_order SIGINT' INT

@@ -71,6 +71,8 @@ def test_the_batch_scripts_command_is_the_plans(monkeypatch):
         # A node lost: mpirun ends the job after 30 s of silence and 6 probes 5 s apart.
         "--mca", "oob_tcp_keepalive_time", "30", "--mca", "oob_tcp_keepalive_intvl", "5",
         "--mca", "oob_tcp_keepalive_probes", "6",
+        # Open MPI 4, signalled, gives the ranks 10 s (not 1) to end.
+        "--mca", "odls_base_sigkill_timeout", "10",
         "-x", "PATH", "-x", "DASK_DISTRIBUTED__WORKER__DAEMON", "-x", "START_DASKMPI_X",
     ]
 

@@ -285,7 +285,7 @@ def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
     assert " ".join(OPEN_MPI.command(20, 10, "$NODEFILE", ["PATH", "DASK_X"])) == (
         "mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none "
         "--mca oob_tcp_keepalive_time 30 --mca oob_tcp_keepalive_intvl 5 "
-        "--mca oob_tcp_keepalive_probes 6 -x PATH -x DASK_X"
+        "--mca oob_tcp_keepalive_probes 6 --mca odls_base_sigkill_timeout 10 -x PATH -x DASK_X"
     )
     assert MPICH.command(20, 10, "h", ["PATH"]) == [
         "mpiexec", "-n", "20", "--ppn", "10", "--hostfile", "h",  # hydra passes all, binds none
@@ -298,7 +298,8 @@ def test_plan_places_ranks_in_blocks_and_gives_launch_lines():
     assert (
         "Open MPI (Cobalt): mpirun -np 20 -npernode 10 --hostfile $NODEFILE --bind-to none "
         "--mca oob_tcp_keepalive_time 30 --mca oob_tcp_keepalive_intvl 5 "
-        f"--mca oob_tcp_keepalive_probes 6 -x PATH {sys.executable} "
+        "--mca oob_tcp_keepalive_probes 6 --mca odls_base_sigkill_timeout 10 "
+        f"-x PATH {sys.executable} "
         f"{ROOT / 'start_daskmpi.py'} job.py 'a b'"
     ) in report
 
