@@ -122,6 +122,7 @@ end_in_order() {
 }
 trap 'end_in_order SIGTERM' TERM
 trap 'end_in_order SIGINT' INT
+trap 'end_in_order SIGUSR1' USR1  # qsig -s USR1, scancel -s USR1 --batch: the same, asked for
 "${launcher[@]}" "${command[@]}" <&0 &
 running=$!
 until wait "$running"; status=$?; ! kill -0 "$running" 2>/dev/null; do :; done

@@ -27,6 +27,7 @@ class Node:
     memory: int  # bytes
     pin: str = "CUDA_VISIBLE_DEVICES"  # the variable that gives a process its GPUs
     addresses: tuple[Address, ...] = ()
+    scratch: str = ""  # the default --local-directory there: found once a node (it asks DNS)
 
 
 @dataclass(frozen=True)

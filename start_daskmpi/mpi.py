@@ -170,9 +170,9 @@ def gather_nodes(
     nodes: dict[str, Node] = {}  # by name, in the order of first rank
     for each, _ in gathered:
         nodes.setdefault(each.host, each)
-    names = list(nodes)
+    index = {name: i for i, name in enumerate(nodes)}
     return (
-        [names.index(each.host) for each, _ in gathered],
+        [index[each.host] for each, _ in gathered],
         list(nodes.values()),
         [mine for _, mine in gathered],
     )

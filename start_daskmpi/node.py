@@ -15,6 +15,8 @@ import psutil
 from .gpus import GPU_COUNTERS, check_gpu_required, choose_gpus, find_gpus, parse_visible_devices
 from .layout import Node
 from .network import node_addresses
+from .places import default_local_directory
+from .sites import site_of
 
 
 def cpu_list_size(text: str) -> int:
@@ -73,5 +75,6 @@ def this_node(
         check_gpu_required(host, real, len(gpus), importlib.util.find_spec("cupy") is not None)
     if memory is None:
         memory = psutil.virtual_memory().total
+    scratch = default_local_directory(environ, site_of(host, socket.getfqdn(), environ))
     return Node(host=host, gpus=gpus, cores=node_cores(), memory=memory, pin=pin,
-                addresses=node_addresses())
+                addresses=node_addresses(), scratch=scratch)

@@ -233,8 +233,20 @@ def agree_on_cluster(
     if not agree(world, error):
         return None
     layout, interfaces, note = planned
-    mine = argparse.Namespace(**{**vars(args), "interface": interfaces[rank_nodes[world.rank]]})
-    return layout, mine, note
+    node = rank_nodes[world.rank]
+    return layout, options_on_node(args, nodes[node], interfaces[node]), note
+
+
+def options_on_node(
+    args: argparse.Namespace, node: Node, interface: str | None
+) -> argparse.Namespace:
+    """A rank's options on ``node``: its servers' interface, and its scratch as
+    the node's first rank found it (so that DNS is asked once a node)."""
+    return argparse.Namespace(**{
+        **vars(args),
+        "interface": interface,
+        "local_directory": args.local_directory or node.scratch or None,
+    })
 
 
 def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:

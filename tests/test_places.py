@@ -385,3 +385,26 @@ def test_no_nanny_with_several_gpus_locally_is_an_error(monkeypatch):
     assert len(local.local_layout(parse_args([])).workers) == 2
     with pytest.raises(LaunchError, match="--no-nanny runs every worker in this one process"):
         local.local_layout(parse_args(["--no-nanny"]))
+
+
+def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
+    """The node's first rank finds the node (its site by DNS, its scratch);
+    the others take its scratch from it, asking DNS nothing."""
+    import socket
+
+    from start_daskmpi import node as node_module
+    from start_daskmpi.roles import options_on_node
+
+    asked = []
+    frontier = "n7.frontier.olcf.ornl.gov"
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: asked.append(1) or frontier)
+    monkeypatch.setattr(node_module, "default_local_directory",
+                        lambda environ, site: f"/scratch of {site.name}")
+    found = node_module.this_node(0)
+    assert found.scratch == "/scratch of Frontier" and len(asked) == 1
+    args = parse_args(["job.py"])
+    mine = options_on_node(args, found, "hsn0")
+    assert (mine.local_directory, mine.interface) == ("/scratch of Frontier", "hsn0")
+    assert options_on_node(parse_args(["--local-directory", "/mine", "job.py"]), found,
+                           None).local_directory == "/mine"
+    assert len(asked) == 1
