@@ -63,7 +63,10 @@ def measure(mpirun: str, python: str, ranks: int, signum: int, extra: list[str])
                     time.sleep(0.2)
                 process.send_signal(signum)
                 signaled = time.monotonic()
-                rc = process.wait(timeout=FINALLY_SECONDS + 60)
+                try:
+                    rc = process.wait(timeout=FINALLY_SECONDS + 60)
+                except subprocess.TimeoutExpired:  # the signal changed nothing
+                    rc = "still running"
                 took = time.monotonic() - signaled
             finally:
                 try:
@@ -92,8 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     mpirun = args.mpirun if Path(args.mpirun).exists() else shutil.which("mpirun")
     open_mpi = is_open_mpi(mpirun)
-    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
-    print(f"{version.splitlines()[0]}; the finally would run {FINALLY_SECONDS} s")
+    said = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
+    version = next((line for line in said.splitlines() if "Version" in line or "MPI" in line),
+                   said.splitlines()[0])
+    print(f"{version.strip()}; the finally would run {FINALLY_SECONDS} s")
     print("| signal | finally's seconds that ran | launcher's status | seconds to end |")
     print("|---|---|---|---|")
     extra = ["--oversubscribe"] if open_mpi else []
