@@ -107,15 +107,16 @@ fi
 eval "launcher=($launch)"  # the words as the launcher line quotes them
 command=("$python" -m start_daskmpi --gpus-per-node "$gpus" --status-file "$said" "${options[@]}" "$@")
 say "running: ${launcher[*]} ${command[*]:0:${#command[@]}-$#} ${1:-}${2:+ ...}"
-# The batch system's SIGTERM (walltime, qdel, scancel) reaches the launcher as
-# SIGUSR1, which the ranks take as SIGTERM (start_daskmpi/rank_signals.py):
-# Open MPI 5 answers SIGTERM itself by killing the ranks at once.  The job then
-# ends in order: the script's finally runs, JupyterLab stops.  Open MPI 4
-# forwards no SIGUSR1 (measured, 4.1.6) but gives the ranks time after a
-# SIGTERM (its launch line's odls_base_sigkill_timeout).  Where the batch
-# system signals the launcher itself too, see README ("Signals").
-gentle=USR1
-if "${launcher[0]}" --version 2>&1 | grep -qE "\((Open MPI|OpenRTE)\) [1-4]\."; then gentle=TERM; fi
+# The batch system's SIGTERM (walltime, qdel, scancel) is passed on to the
+# launcher, which forwards it to the ranks, and the job ends in order: the
+# script's finally runs, JupyterLab stops.  But Open MPI 5 answers SIGTERM by
+# killing the ranks at once: it gets SIGUSR1, which it forwards, and which its
+# ranks take as SIGTERM (start_daskmpi/rank_signals.py).  (Open MPI 4 forwards
+# no SIGUSR1, measured on 4.1.6, but gives the ranks the launch line's
+# odls_base_sigkill_timeout after a SIGTERM.)  Where the batch system signals
+# the launcher itself too, see README ("Signals and your finally").
+gentle=TERM
+if "${launcher[0]}" --version 2>&1 | grep -qE "\(Open MPI\) ([5-9]|[1-9][0-9])\."; then gentle=USR1; fi
 end_in_order() {
     say "$1: ending the job in order (SIG$gentle to the launcher, SIGTERM to each rank)"
     kill "-$gentle" "$running" 2>/dev/null || true

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
-        take_sigusr1_as_sigterm()  # before MPI starts threads of its own
+        take_sigusr1_as_sigterm(os.environ)  # before MPI starts threads of its own
         world = mpi_world(os.environ)
         if world is None:
             from .local import run_local  # Dask is imported only once a cluster starts

@@ -89,6 +89,7 @@ def is_bytes(text: str) -> bool:
         value = parse_bytes(text)
     except (ValueError, KeyError, IndexError, TypeError, OverflowError):
         return False
+    # A whole number, or a number with its unit: dask truncates a bare 2.5 or 1e3.
     return value > 0 and (text.strip().isdigit() or not text.strip()[-1:].isdigit())
 
 

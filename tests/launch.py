@@ -84,6 +84,20 @@ def report(run: Run) -> dict:
     return json.loads(line.removeprefix("REPORT "))
 
 
+# How each launcher reports a rank killed by SIGKILL, naming its pid on one
+# line (MPICH's hydra puts the signal on the next, as an exit code or a signal
+# by version; Open MPI on the same): a check on these cannot be met by the pid
+# anywhere else in the output, such as the script's own lines.
+KILL_REPORTS = (
+    r"^=\s+(RANK \d+ )?PID {pid} RUNNING AT \S+\s*\n=\s+(EXIT CODE|KILLED BY SIGNAL): 9\b",
+    r"^.*with PID {pid} on node \S+ exited on signal 9\b",  # Open MPI
+)
+
+
+def launcher_reported_kill(output: str, pid: int) -> bool:
+    return any(re.search(report.format(pid=pid), output, re.M) for report in KILL_REPORTS)
+
+
 def our_lines(stream: str) -> list[str]:
     """Our own lines, without the notices Open MPI adds when a rank exits non-zero."""
     return [line for line in stream.splitlines() if line.startswith("start_daskmpi:")]
