@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -296,14 +297,39 @@ def test_check_interface():
         check_interface("ib9")
 
 
+# Root writes past any mode: a folder read-only to root is a read-only mount,
+# made in a mount namespace of the check's own (nothing outside sees it).
+READ_ONLY_FOR_ROOT = (
+    'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3" "$1"'
+)
+CHECK = """
+import sys
+from start_daskmpi.checks import check_local_directory
+from start_daskmpi.errors import LaunchError
+try:
+    check_local_directory(sys.argv[1])
+except LaunchError as e:
+    print(e)
+"""
+
+
 def test_check_local_directory(tmp_path):
     check_local_directory(str(tmp_path / "new"))
     assert (tmp_path / "new").is_dir()
-    if os.geteuid() != 0:  # root writes anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:
         with pytest.raises(LaunchError, match="not writable"):
             check_local_directory(str(locked))
+        return
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_FOR_ROOT,
+         "sh", str(locked), sys.executable, CHECK],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.strip() == (
+        f"--local-directory {locked} is not writable: choose another folder"
+    ), done
 
 
 def test_terminal_log_lines_name_the_file_instead_of_a_traceback(tmp_path):
