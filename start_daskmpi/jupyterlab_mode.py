@@ -28,7 +28,7 @@ from .logs import open_private
 from .node import short_hostname
 from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
 from .security import private_files, write_private
-from .servers import SchedulerInfo
+from .servers import PORT_RACE_ATTEMPTS, SchedulerInfo
 
 CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
 JUPYTER_START_TIMEOUT = 120.0
@@ -120,6 +120,30 @@ def start_jupyterlab(
         )
 
 
+def start_serving_jupyterlab(
+    requested: int | None,
+    is_free: Callable[[int], bool],
+    start: Callable[[int], Any],
+    serving: Callable[[Any, int], None],
+    log: Path,
+) -> tuple[Any, int]:
+    """JupyterLab serving, and its port: --jupyter-port, else the default or
+    the next free one.  Another launcher on this node may take that port
+    between our choice and JupyterLab's bind (it says so in its log): then the
+    next free one, as the scheduler does."""
+    for _ in range(PORT_RACE_ATTEMPTS):
+        port = choose_port(requested, DEFAULT_JUPYTER_PORT, is_free, "--jupyter-port")
+        lab = start(port)
+        try:
+            serving(lab, port)
+            return lab, port
+        except LaunchError:
+            stop_jupyterlab(lab)
+            if requested is not None or f"port {port} is not available" not in log.read_text():
+                raise
+    raise LaunchError(f"JupyterLab found no free port: every port it tried was taken; see {log}")
+
+
 def wait_until_serving(lab: Any, port: int, token: str, log: Path, timeout: float) -> None:
     status = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"}
@@ -195,17 +219,17 @@ def serve_jupyterlab(
     relay_tls = client.security.get_connection_args("client")["ssl_context"]
     with dashboard_on_this_node(info, relay_tls) as proxied_port, \
             private_files(os.environ) as private:
-        port = choose_port(
-            args.jupyter_port, DEFAULT_JUPYTER_PORT,
-            lambda p: p not in (info.dashboard_port, proxied_port)
-            and port_is_free("127.0.0.1", p),
-            "--jupyter-port",
-        )
         token = secrets.token_urlsafe(32)
         log = log_dir / "jupyterlab.log"
-        lab = start_jupyterlab(port, token, proxied_port, log, private)
+        lab, port = start_serving_jupyterlab(
+            args.jupyter_port,
+            lambda p: p not in (info.dashboard_port, proxied_port)
+            and port_is_free("127.0.0.1", p),
+            lambda port: start_jupyterlab(port, token, proxied_port, log, private),
+            lambda lab, port: wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT),
+            log,
+        )
         try:
-            wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT)
             dashboard = None
             if info.dashboard_port is not None and proxied_port is not None:
                 dashboard = DashboardPlace(dashboard_route, info.dashboard_port, proxied_port)

@@ -434,3 +434,46 @@ def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
     assert options_on_node(parse_args(["--local-directory", "/mine", "job.py"]), found,
                            None).local_directory == "/mine"
     assert len(asked) == 1
+
+
+def test_jupyterlab_whose_port_was_taken_meanwhile_starts_on_the_next(tmp_path):
+    """Between our choice of a free port and JupyterLab's bind, another
+    launcher took it: JupyterLab says so in its log, and starts again on the
+    next free port; an explicit --jupyter-port, or another failure, is an error."""
+    from start_daskmpi.jupyterlab_mode import start_serving_jupyterlab
+
+    log = tmp_path / "jupyterlab.log"
+    taken = set()
+    started = []
+
+    class Lab:
+        returncode = 1
+
+        def poll(self):
+            return 1
+
+    def start(port):
+        started.append(port)
+        return Lab()
+
+    def serving(lab, port):
+        if len(started) == 1:  # the first start lost its port to another launcher
+            taken.add(port)
+            with open(log, "a") as f:
+                f.write(f"[C ServerApp] ERROR: ... because port {port} is not available.\n")
+            raise LaunchError("JupyterLab exited with status 1")
+
+    lab, port = start_serving_jupyterlab(None, lambda p: p not in taken, start, serving, log)
+    assert started == [7787, 7788] and port == 7788
+    with pytest.raises(LaunchError, match="exited with status 1"):
+        start_serving_jupyterlab(7787, lambda p: True, start, serving_never(log), log)
+    log.write_text("some other failure\n")
+    with pytest.raises(LaunchError, match="exited with status 1"):
+        start_serving_jupyterlab(None, lambda p: True, start, serving_never(log), log)
+
+
+def serving_never(log):
+    def serving(lab, port):
+        raise LaunchError("JupyterLab exited with status 1")
+
+    return serving
