@@ -99,8 +99,11 @@ def launcher_reported_kill(output: str, pid: int) -> bool:
 
 
 def our_lines(stream: str) -> list[str]:
-    """Our own lines, without the notices Open MPI adds when a rank exits non-zero."""
-    return [line for line in stream.splitlines() if line.startswith("start_daskmpi:")]
+    """Our own lines, without the notices Open MPI adds when a rank exits non-zero.
+    Open MPI 5 ends its MPI_ABORT notice with a NUL byte, which can land at the
+    start of the next line forwarded (ours): it is the launcher's, dropped."""
+    lines = stream.replace("\0", "").splitlines()
+    return [line for line in lines if line.startswith("start_daskmpi:")]
 
 
 @dataclass

@@ -5,7 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from launch import launcher_reported_kill, reap, run_processes, tracked_environment
+from launch import (
+    launcher_reported_kill,
+    our_lines,
+    reap,
+    run_processes,
+    tracked_environment,
+)
 
 
 def test_the_leftover_check_sees_a_planted_process_and_reaps_it():
@@ -33,3 +39,11 @@ def test_the_kill_check_needs_the_launchers_own_line():
     open_mpi = ("mpirun noticed that process rank 0 with PID 4242 on node vm exited on "
                 "signal 9 (Killed).\n")
     assert launcher_reported_kill(open_mpi, 4242)
+
+
+def test_our_lines_survive_the_nul_open_mpi_leaves_before_them():
+    stderr = ("MPI_ABORT was invoked on rank 0\n-----\n"
+              "\0start_daskmpi: error: lost the driver (rank 1 on n1): the job ends\n")
+    assert our_lines(stderr) == [
+        "start_daskmpi: error: lost the driver (rank 1 on n1): the job ends"
+    ]
