@@ -84,15 +84,13 @@ def dies_with_this_process() -> list[str]:
     return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid())]
 
 
-def start_jupyterlab(
-    port: int, token: str, dashboard_port: int | None, log: Path, private: Path
-) -> Any:
+def start_jupyterlab(port: int, config: Path, dashboard_port: int | None, log: Path) -> Any:
     env = dict(os.environ)
     env.pop("JUPYTER_TOKEN", None)  # a token of the user's own would win over ours
     # The guard extension, from a checkout as from an install.
     package_parent = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-    options = [f"--config={lab_config(token, dashboard_port, private)}"]
+    options = [f"--config={config}"]
     if dashboard_port is not None:
         # Notebooks' Client() and the Dask sidebar find the dashboard through
         # JupyterLab's proxy, which the JupyterLab tunnel alone reaches, at
@@ -131,8 +129,12 @@ def start_serving_jupyterlab(
     the next free one.  Another launcher on this node may take that port
     between our choice and JupyterLab's bind (it says so in its log): then the
     next free one, as the scheduler does."""
+    lost: set[int] = set()
     for _ in range(PORT_RACE_ATTEMPTS):
-        port = choose_port(requested, DEFAULT_JUPYTER_PORT, is_free, "--jupyter-port")
+        port = choose_port(
+            requested, DEFAULT_JUPYTER_PORT, lambda p: p not in lost and is_free(p),
+            "--jupyter-port",
+        )
         lab = start(port)
         try:
             serving(lab, port)
@@ -141,6 +143,7 @@ def start_serving_jupyterlab(
             stop_jupyterlab(lab)
             if requested is not None or f"port {port} is not available" not in log.read_text():
                 raise
+            lost.add(port)
     raise LaunchError(f"JupyterLab found no free port: every port it tried was taken; see {log}")
 
 
@@ -220,12 +223,13 @@ def serve_jupyterlab(
     with dashboard_on_this_node(info, relay_tls) as proxied_port, \
             private_files(os.environ) as private:
         token = secrets.token_urlsafe(32)
+        config = lab_config(token, proxied_port, private)  # once: a restart reuses it
         log = log_dir / "jupyterlab.log"
         lab, port = start_serving_jupyterlab(
             args.jupyter_port,
             lambda p: p not in (info.dashboard_port, proxied_port)
             and port_is_free("127.0.0.1", p),
-            lambda port: start_jupyterlab(port, token, proxied_port, log, private),
+            lambda port: start_jupyterlab(port, config, proxied_port, log),
             lambda lab, port: wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT),
             log,
         )

@@ -436,40 +436,65 @@ def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
     assert len(asked) == 1
 
 
+@pytest.mark.timeout(180)
 def test_jupyterlab_whose_port_was_taken_meanwhile_starts_on_the_next(tmp_path):
     """Between our choice of a free port and JupyterLab's bind, another
     launcher took it: JupyterLab says so in its log, and starts again on the
-    next free port; an explicit --jupyter-port, or another failure, is an error."""
+    next free port (a real JupyterLab, twice, with the job's one config)."""
+    pytest.importorskip("jupyterlab")
+    from start_daskmpi.jupyterlab_mode import (
+        JUPYTER_START_TIMEOUT,
+        lab_config,
+        start_jupyterlab,
+        start_serving_jupyterlab,
+        stop_jupyterlab,
+        wait_until_serving,
+    )
+    from start_daskmpi.places import DEFAULT_JUPYTER_PORT, port_is_free
+
+    log, token = tmp_path / "jupyterlab.log", "t" * 43
+    config = lab_config(token, None, tmp_path)
+    with socket.socket() as other_launcher:
+        try:
+            other_launcher.bind(("127.0.0.1", DEFAULT_JUPYTER_PORT))
+            other_launcher.listen()
+        except OSError:
+            pass  # another test's: as good
+        lab, port = start_serving_jupyterlab(
+            None,
+            lambda p: p == DEFAULT_JUPYTER_PORT or port_is_free("127.0.0.1", p),  # the race
+            lambda p: start_jupyterlab(p, config, None, log),
+            lambda lab, p: wait_until_serving(lab, p, token, log, JUPYTER_START_TIMEOUT),
+            log,
+        )
+        try:
+            assert port != DEFAULT_JUPYTER_PORT and lab.poll() is None
+            assert f"port {DEFAULT_JUPYTER_PORT} is not available" in log.read_text()
+        finally:
+            stop_jupyterlab(lab)
+
+
+def test_jupyterlab_that_fails_otherwise_or_on_an_asked_port_is_an_error(tmp_path):
     from start_daskmpi.jupyterlab_mode import start_serving_jupyterlab
 
     log = tmp_path / "jupyterlab.log"
-    taken = set()
+    log.write_text("[C ServerApp] ERROR: ... because port 7787 is not available.\n")
     started = []
 
-    class Lab:
-        returncode = 1
-
+    class Exited:
         def poll(self):
             return 1
 
     def start(port):
         started.append(port)
-        return Lab()
+        return Exited()
 
-    def serving(lab, port):
-        if len(started) == 1:  # the first start lost its port to another launcher
-            taken.add(port)
-            with open(log, "a") as f:
-                f.write(f"[C ServerApp] ERROR: ... because port {port} is not available.\n")
-            raise LaunchError("JupyterLab exited with status 1")
-
-    lab, port = start_serving_jupyterlab(None, lambda p: p not in taken, start, serving, log)
-    assert started == [7787, 7788] and port == 7788
     with pytest.raises(LaunchError, match="exited with status 1"):
         start_serving_jupyterlab(7787, lambda p: True, start, serving_never(log), log)
     log.write_text("some other failure\n")
     with pytest.raises(LaunchError, match="exited with status 1"):
         start_serving_jupyterlab(None, lambda p: True, start, serving_never(log), log)
+    assert started == [7787, 7787]
 
 
 def serving_never(log):
