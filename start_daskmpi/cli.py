@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 
 from .errors import LaunchError, report
-from .mpi import launcher_world, mpi_world
+from .mpi import abort_job, launcher_world, mpi_world
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
-from .rank_signals import take_sigusr1_as_sigterm
+from .rank_signals import keep_sigusr1_from_children
 
 logger = logging.getLogger("start_daskmpi")
 LINE_GRACE = 1.0  # seconds
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
-        take_sigusr1_as_sigterm(os.environ)  # before MPI starts threads of its own
+        keep_sigusr1_from_children(os.environ)  # before MPI starts threads of its own
         world = mpi_world(os.environ)
         if world is None:
             from .local import run_local  # Dask is imported only once a cluster starts
@@ -54,5 +54,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         # A fault of ours: the other ranks would wait for this one forever.
         logger.exception("rank %d failed", world.rank)
-        world.Abort(1)
-        raise
+        abort_job(world, 1)

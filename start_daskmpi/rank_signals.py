@@ -1,43 +1,55 @@
-"""SIGUSR1 as a gentle SIGTERM, for Open MPI 5.
+"""SIGUSR1, which launchers send to a rank's whole process group, for the rank
+alone.
 
-Open MPI 5's mpirun answers SIGTERM (a walltime, ``qdel``, ``scancel``) by
-killing every rank at once: no ``finally`` of the script runs, JupyterLab does
-not stop.  SIGUSR1 it forwards to the ranks and lets them end.
-daskmpi_job_gpu.sh turns the batch system's SIGTERM into a SIGUSR1 to it, and
-each rank turns that into a SIGTERM to itself, which every role answers by
-ending in order.  Not under other launchers: MPICH's hydra forwards SIGTERM
-gently, and sends SIGUSR1 itself, to tell the MPI library of a failed rank.
-
-Launchers signal a rank's whole process group.  Its other members
+Launchers signal a rank's process group, and its other members
 (multiprocessing's resource tracker, the worker processes, JupyterLab and its
-kernels, the script's own children) would die of a SIGUSR1, so the rank keeps
-it blocked, which every process it starts inherits, and a thread of its own
-waits for it."""
+kernels, the script's own children) die of a SIGUSR1.  Launchers send it:
+MPICH's hydra, under -disable-auto-cleanup, to tell the MPI library of a
+failed rank (the nanny's workers, killed, would restart empty); Open MPI's
+mpirun forwards it from daskmpi_job_gpu.sh.  So the rank keeps it blocked,
+which every process it starts inherits, and a thread of its own takes it.
+
+Under Open MPI that thread turns it into a SIGTERM to the rank: Open MPI 5's
+mpirun answers SIGTERM (a walltime, ``qdel``, ``scancel``) by killing every
+rank at once, so no ``finally`` of the script would run and JupyterLab would
+not stop; SIGUSR1 it forwards and lets the ranks end, each answering SIGTERM
+by ending in order.  Under other launchers the thread leaves it to the handler
+the MPI library installs (MPICH's, for its failure notices)."""
 from __future__ import annotations
 
 import signal
 import threading
 from collections.abc import Mapping
 
-GENTLE_SIGTERM = signal.SIGUSR1
+from .mpi import launcher_world
+
+LAUNCHERS_SIGNAL = signal.SIGUSR1
 OPEN_MPI_RANK = "OMPI_COMM_WORLD_SIZE"  # set by Open MPI's launcher for each rank
 
 
-def take_sigusr1_as_sigterm(environ: Mapping[str, str]) -> None:
-    """Under Open MPI's launcher.  Call first, in the main thread: threads
-    started later (MPI's own among them) inherit the block, and none may take
+def keep_sigusr1_from_children(environ: Mapping[str, str]) -> None:
+    """Under an MPI launcher.  Call first, in the main thread: threads started
+    later (MPI's own among them) inherit the block, and none but ours may take
     the signal instead."""
-    if OPEN_MPI_RANK not in environ:
+    if launcher_world(environ) is None:
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {GENTLE_SIGTERM})
-    threading.Thread(target=_relay, name="SIGUSR1 as SIGTERM", daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {LAUNCHERS_SIGNAL})
+    take = _relay_as_sigterm if OPEN_MPI_RANK in environ else _leave_to_the_mpi_library
+    threading.Thread(target=take, name="SIGUSR1 of the launcher", daemon=True).start()
 
 
-def _relay() -> None:
+def _relay_as_sigterm() -> None:
     main = threading.main_thread().ident
     while True:
-        signal.sigwait({GENTLE_SIGTERM})
+        signal.sigwait({LAUNCHERS_SIGNAL})
         # To the main thread, not the process, which would let this thread take
         # it: only a signal to the main thread wakes its blocking calls, where
         # Python runs the handler (the script's sleep, a wait on the cluster).
         signal.pthread_kill(main, signal.SIGTERM)
+
+
+def _leave_to_the_mpi_library() -> None:
+    # The one thread the kernel can deliver it to: the process's disposition
+    # (MPICH's handler, once MPI_Init installs it) runs here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {LAUNCHERS_SIGNAL})
+    threading.Event().wait()
