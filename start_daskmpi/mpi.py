@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import LaunchError, attempt, report
 from .launchers import OPEN_MPI_NOTICES_A_LOST_NODE
@@ -104,8 +104,11 @@ async def receive(world: Any, source: int, tag: int) -> Any:
                 return message
             await asyncio.sleep(POLL_INTERVAL)
     except asyncio.CancelledError:
-        request.cancel()  # a receive left pending would trouble MPI_Finalize
-        request.wait()
+        request.Cancel()  # a receive left pending would trouble MPI_Finalize
+        # Wait, not wait: a cancelled receive has no message to unpickle (MPICH
+        # leaves garbage there), and one from a failed rank may end in error.
+        with contextlib.suppress(MPI.Exception):
+            request.Wait()
         raise
 
 
@@ -241,7 +244,7 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
         MPI.Finalize()
 
 
-def end_job_without_lost_ranks(world: Any, status: int) -> None:
+def end_job_without_lost_ranks(world: Any, status: int) -> NoReturn:
     """End the job now with ``status``, where some ranks cannot be reached (their
     node lost, its link cut).  MPICH's and Slurm's launchers obey MPI_Abort at
     once.  Open MPI's mpirun, told to abort, waits to hear from the lost node's
@@ -256,7 +259,16 @@ def end_job_without_lost_ranks(world: Any, status: int) -> None:
         with contextlib.suppress(ValueError):  # only the main thread may say so
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep(OPEN_MPI_NOTICES_A_LOST_NODE + LEAVE_GRACE)
+    abort_job(world, status)
+
+
+def abort_job(world: Any, status: int) -> NoReturn:
+    """MPI_Abort: the launcher ends every rank.  MPICH's returns, though (the
+    launcher kills this rank a moment later): end here, as if it had not."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     world.Abort(status)
+    os._exit(status)
 
 
 @contextlib.contextmanager

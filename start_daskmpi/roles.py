@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from distributed import Scheduler, Security
 from distributed.system import MEMORY_LIMIT
@@ -47,6 +47,7 @@ from .mpi import (
     TAG_END,
     TAG_START,
     RankLost,
+    abort_job,
     agree,
     exit_together,
     gather_nodes,
@@ -272,7 +273,7 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     return code
 
 
-def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> None:
+def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> NoReturn:
     """A rank died (the driver, say) under a launcher that keeps the others
     running: the scheduler's rank says so once and ends the job; another rank
     that saw it first gives the scheduler's rank a moment to."""
@@ -282,7 +283,7 @@ def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> None:
         report(f"lost the {what} (rank {rank} on {where}): the job ends")
     else:
         time.sleep(LEAVE_GRACE)
-    world.Abort(1)
+    abort_job(world, 1)
 
 
 def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:

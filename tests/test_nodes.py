@@ -332,6 +332,10 @@ def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(
     assert time.monotonic() - killed < 45, run
     assert f"start_daskmpi: error: lost the driver (rank 1 on {cluster.nodes[1].name}): " \
         "the job ends" in our_lines(run.stderr), run
+    # The launcher's SIGUSR1 to each rank's process group (MPICH's notice of
+    # the failure) reached no worker process: none died and restarted.
+    assert "Restarting worker" not in run.output, run
+    assert "asyncio - ERROR" not in run.output, run  # MPICH's cancelled receive, unpickled
 
 
 def batch_on(cluster: SimCluster, tmp_path: Path, scheduler: str, mpi: str, script: list[str],
