@@ -5,6 +5,7 @@ that the run left no process behind.
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -184,10 +185,38 @@ def test_console_script_runs_the_same_launcher(loopback):
 
 @pytest.mark.timeout(120)
 def test_only_this_jobs_credentials_get_in(loopback, tmp_path):
+    """Each intruder refused by the side that should refuse it, for the reason
+    it should: the scheduler's log gives its word on each (by the intruder's
+    port), the intruder its own.  The job's own credentials get in from
+    another process."""
     run = launch([*loopback, str(SCRIPTS / "intruders.py")], np=3)
     assert_clean(run)
-    attempts = [line for line in run.stdout.splitlines() if line.startswith("INTRUDER")]
-    assert len(attempts) == 3 and all("refused" in line for line in attempts), run.stdout
+    attempts = {a["label"]: a for a in map(json.loads, re.findall(r"^INTRUDER (.*)$",
+                                                                  run.stdout, re.M))}
+    scheduler_log = (tmp_path / "logs" / "rank0-scheduler.log").read_text()
+
+    def scheduler_says(label: str) -> str:
+        said = re.search(rf"TLS handshake failed with remote '\S+:{attempts[label]['port']}': "
+                         r"(.*)$", scheduler_log, re.M)
+        return said[1] if said else "nothing"
+
+    expected = {  # label: (the scheduler's word, the intruder's)
+        "plain tcp": ("WRONG_VERSION_NUMBER|RECORD_LAYER_FAILURE|record layer failure",
+                      "the server closed the connection"),
+        "this job's CA, no certificate": (
+            "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+            "the server refused the client: TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+        "this job's CA, a certificate of another CA": (
+            "CERTIFICATE_VERIFY_FAILED", "the server refused the client: TLSV1_ALERT_UNKNOWN_CA"),
+        "another CA": (
+            "TLSV1_ALERT_UNKNOWN_CA",  # the intruder's own alert: it refused the scheduler
+            "the client refused the server: self-signed certificate"),
+    }
+    assert attempts.keys() == expected.keys(), run.stdout
+    for label, (scheduler, intruder) in expected.items():
+        assert re.search(scheduler, scheduler_says(label)), (label, scheduler_says(label))
+        assert attempts[label]["client"].startswith(intruder), (label, attempts[label])
+    assert "OWN connected, computed 3" in run.stdout, run.stdout
     # The client's credentials: in a private folder of the node while the job
     # runs, gone after it; nothing secret in the (shared) log folder.
     _, folder, mode, files = re.search(r"^CREDENTIALS .*$", run.stdout, re.M)[0].split()
