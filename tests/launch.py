@@ -25,6 +25,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "start_daskmpi.py"
+NOTEBOOK = "jupyterlab_cupy_test.ipynb"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TOKEN_VARIABLE = "START_DASKMPI_TEST_RUN"
 STARTED: list[str] = []  # tokens of the runs started so far; conftest reaps them after each test
@@ -104,6 +105,22 @@ def our_lines(stream: str) -> list[str]:
     start of the next line forwarded (ours): it is the launcher's, dropped."""
     lines = stream.replace("\0", "").splitlines()
     return [line for line in lines if line.startswith("start_daskmpi:")]
+
+
+def notebook_sums(printed: str) -> dict[str, float]:
+    """jupyterlab_cupy_test.ipynb's printed sums by label ('with gpus',
+    'without gpus'), each checked here against the expectation for its SIZE."""
+    sys.path.insert(0, str(ROOT))
+    from cupy_test import expected_sum, tolerance
+
+    size = int(re.search(r"SIZE, CHUNKS = (\d+)", (ROOT / NOTEBOOK).read_text())[1])
+    mean = expected_sum(size)[0]
+    sums = {label: float(total) for label, total in re.findall(
+        r"^(with gpus|without gpus) +[\d.]+ s +sum (\S+) ", printed, re.M)}
+    wrong = {label: total for label, total in sums.items()
+             if not abs(total - mean) <= tolerance(size)}
+    assert sums and not wrong, f"sums {sums}, expected {mean} +- {tolerance(size)}"
+    return sums
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, Lab, Session, mpirun
+from launch import ROOT, SCRIPTS, Lab, Session, mpirun, notebook_sums
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
@@ -157,7 +157,9 @@ def test_kernels_do_not_inherit_the_token(lab):
     assert asyncio.run(execute(found.base, found.token, code)).strip() == "none"
 
 
-def test_notebook_runs_against_the_cluster(lab, monkeypatch):
+def run_notebook(lab, monkeypatch, *first_cells: str) -> str:
+    """The notebook in a kernel of this machine with what JupyterLab's own
+    kernels get, ``first_cells`` before its own; its printed text."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -171,13 +173,26 @@ def test_notebook_runs_against_the_cluster(lab, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", found.scheduler)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(ROOT / "jupyterlab_cupy_test.ipynb", as_version=4)
+    notebook.cells[:0] = [nbformat.v4.new_code_cell(code) for code in first_cells]
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
     ).execute()  # raises CellExecutionError on an error cell
-    printed = "".join(
+    return "".join(
         out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
     )
-    assert "without gpus" in printed
+
+
+def test_notebook_runs_against_the_cluster(lab, monkeypatch):
+    printed = run_notebook(lab, monkeypatch)
+    assert notebook_sums(printed).keys() == {"without gpus"}, printed
+
+
+def test_the_notebook_fails_on_a_wrong_sum(lab, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    wrong = "import cupy_test\ncupy_test.expected_sum = lambda size: (0.0, 1.0)"
+    with pytest.raises(CellExecutionError, match="numpy: the sum is off"):
+        run_notebook(lab, monkeypatch, wrong)
 
 
 def check_lab(found: Lab, *options: str) -> str:
