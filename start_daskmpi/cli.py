@@ -11,14 +11,13 @@ import time
 from collections.abc import Sequence
 
 from .errors import LaunchError, report
-from .mpi import abort_job, launcher_world, mpi_world
+from .mpi import LINE_GRACE, abort_job, launcher_world, mpi_world
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
 from .rank_signals import keep_sigusr1_from_children
 
 logger = logging.getLogger("start_daskmpi")
-LINE_GRACE = 1.0  # seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

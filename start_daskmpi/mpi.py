@@ -33,6 +33,9 @@ POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
 SIGNAL_GRACE = 25.0
 LEAVE_TIMEOUT = 30.0  # seconds a rank done with its role waits for the others to be done
 LEAVE_GRACE = 10.0  # seconds the other ranks wait past the driver, which names the lost
+# Seconds for the launcher to forward a rank's last lines before it ends the
+# job: it drops what it has not read by then (MPICH's hydra, under load).
+LINE_GRACE = 1.0
 # What each MPI launcher tells its processes: world size and rank.
 LAUNCHER_VARIABLES = (
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
@@ -263,10 +266,12 @@ def end_job_without_lost_ranks(world: Any, status: int) -> NoReturn:
 
 
 def abort_job(world: Any, status: int) -> NoReturn:
-    """MPI_Abort: the launcher ends every rank.  MPICH's returns, though (the
-    launcher kills this rank a moment later): end here, as if it had not."""
+    """MPI_Abort: the launcher ends every rank, once it has the lines this rank
+    wrote.  MPICH's returns, though (the launcher kills this rank a moment
+    later): end here, as if it had not."""
     sys.stdout.flush()
     sys.stderr.flush()
+    time.sleep(LINE_GRACE)
     world.Abort(status)
     os._exit(status)
 
