@@ -22,18 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "scripts" / "slow_finally.py"
 FINALLY_SECONDS = 40
-SCRIPT = f"""
-import sys, time
-try:
-    print('READY', flush=True)
-    time.sleep(600)
-finally:
-    for second in range({FINALLY_SECONDS}):
-        time.sleep(1)
-        with open(sys.argv[1], 'a') as marker:
-            marker.write(f'{{second}}\\n')
-"""
 
 
 def is_open_mpi(mpirun: str) -> bool:
@@ -44,12 +34,11 @@ def is_open_mpi(mpirun: str) -> bool:
 def measure(mpirun: str, python: str, ranks: int, signum: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        script, marker = folder / "slow_finally.py", folder / "seconds"
-        script.write_text(SCRIPT)
+        marker = folder / "seconds"
         command = [
             mpirun, *extra, "-np", str(ranks), python, str(ROOT / "start_daskmpi.py"),
             "--interface", "lo", "--gpus-per-node", "0", "--log-dir", str(folder / "logs"),
-            "--local-directory", str(folder), str(script), str(marker),
+            "--local-directory", str(folder), str(SCRIPT), str(FINALLY_SECONDS), str(marker),
         ]
         env = {**os.environ, "TMPDIR": str(folder)}
         with open(folder / "output", "w+") as output:
