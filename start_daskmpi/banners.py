@@ -86,7 +86,7 @@ def jupyter_banner(
     if dashboard is None:
         lines = tunnel_lines("JupyterLab", lab_route, [jupyter_port])
     elif list(dashboard.route) == list(lab_route):
-        lines = tunnel_lines("JupyterLab and Dask dashboard", lab_route,
+        lines = tunnel_lines("JupyterLab and the Dask dashboard", lab_route,
                              [jupyter_port, dashboard.port])
     else:
         lines = [*tunnel_lines("JupyterLab", lab_route, [jupyter_port]), "",

@@ -223,4 +223,4 @@ def block_placement(ranks: int, nodes: int) -> list[int]:
     """The node of each rank as launchers place them with a fixed count per
     node (-npernode, -ppn, --ntasks-per-node): in blocks, in order."""
     per_node = math.ceil(ranks / nodes)
-    return [min(rank // per_node, nodes - 1) for rank in range(ranks)]
+    return [rank // per_node for rank in range(ranks)]  # per_node * nodes >= ranks

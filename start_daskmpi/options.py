@@ -5,7 +5,8 @@ import argparse
 import ipaddress
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +28,31 @@ class _Parser(argparse.ArgumentParser):
         raise LaunchError(f"{message} (see --help)")
 
 
-def _integer(low: int, high: int, expected: str) -> Callable[[str], int]:
-    def convert(text: str) -> int:
+@dataclass(frozen=True)
+class _Integer:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    low: int
+    high: int
+    expected: str
+
+    def __call__(self, text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+            value = self.low - 1
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, got {text!r}")
         return value
 
-    return convert
 
-
-_positive_int = _integer(1, sys.maxsize, "a positive integer")
+_positive_int = _Integer(1, sys.maxsize, "a positive integer")
 # A plan beyond the largest machines would only take minutes and memory to print.
 MOST_NODES, MOST_RANKS = 100_000, 1_000_000
-_node_count = _integer(1, MOST_NODES, f"a node count, 1-{MOST_NODES}")
-_rank_count = _integer(1, MOST_RANKS, f"a rank count, 1-{MOST_RANKS}")
-_count = _integer(0, sys.maxsize, "0 or more")
-_port = _integer(0, 65535, "a port number, 0-65535")
+_node_count = _Integer(1, MOST_NODES, f"a node count, 1-{MOST_NODES}")
+_rank_count = _Integer(1, MOST_RANKS, f"a rank count, 1-{MOST_RANKS}")
+_count = _Integer(0, sys.maxsize, "0 or more")
+_port = _Integer(0, 65535, "a port number, 0-65535")
 
 
 LONGEST_WAIT = 30 * 24 * 3600.0  # seconds: longer than any batch job runs
@@ -64,17 +70,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _amount_of_memory(words: tuple[str, ...], expected: str) -> Callable[[str], str]:
-    """A memory size as Dask and dask-cuda take it, kept as typed: one of
-    ``words``, a fraction of the memory (0 to 1), or bytes (80GB, or a whole
-    number).  A bare 2.5 would be 2 bytes to them: refused."""
+@dataclass(frozen=True)
+class _AmountOfMemory:
+    """An argparse type: a memory size as Dask and dask-cuda take it, kept as
+    typed: one of ``words``, a fraction of the memory (0 to 1), or bytes (80GB,
+    or a whole number).  A bare 2.5 would be 2 bytes to them: refused."""
 
-    def convert(text: str) -> str:
-        if text in words or is_fraction(text) or is_bytes(text):
+    words: tuple[str, ...]
+    expected: str
+
+    def __call__(self, text: str) -> str:
+        if text in self.words or is_fraction(text) or is_bytes(text):
             return text
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-
-    return convert
+        raise argparse.ArgumentTypeError(f"expected {self.expected}, got {text!r}")
 
 
 def is_fraction(text: str) -> bool:
@@ -93,11 +101,11 @@ def is_bytes(text: str) -> bool:
     return value > 0 and (text.strip().isdigit() or not text.strip()[-1:].isdigit())
 
 
-_memory_limit = _amount_of_memory(
+_memory_limit = _AmountOfMemory(
     ("auto", "0"), "bytes such as 80GB, a fraction such as 0.5, auto or 0"
 )
-_rmm_pool_size = _amount_of_memory((), "bytes such as 70GB or a fraction of the GPU such as 0.9")
-_device_memory_limit = _amount_of_memory(
+_rmm_pool_size = _AmountOfMemory((), "bytes such as 70GB or a fraction of the GPU such as 0.9")
+_device_memory_limit = _AmountOfMemory(
     ("auto", "0"), "bytes such as 60GB, a fraction of the GPU such as 0.8, auto or 0"
 )
 

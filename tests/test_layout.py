@@ -17,7 +17,14 @@ from start_daskmpi.gpus import (
     parse_visible_devices,
 )
 from start_daskmpi.launchers import MPICH, OPEN_MPI, SLURM
-from start_daskmpi.layout import Node, block_placement, format_ranks, plan_layout, plan_local
+from start_daskmpi.layout import (
+    Node,
+    block_placement,
+    describe_layout,
+    format_ranks,
+    plan_layout,
+    plan_local,
+)
 from start_daskmpi.options import parse_args
 from start_daskmpi.plan import plan_report
 
@@ -270,6 +277,41 @@ def test_intel_counts_data_centre_cards_not_integrated_graphics(tmp_path):
     assert count_gpus_intel(tmp_path) == 2
 
 
+NVIDIA_SMI = """#!/bin/sh
+[ "$1" = -L ] || exit 2
+echo 'GPU 0: NVIDIA H200 (UUID: GPU-a)'
+echo '  MIG 3g.71gb     Device  0: (UUID: MIG-b)'
+echo 'GPU 1: NVIDIA H200 (UUID: GPU-c)'
+"""
+
+
+def test_nvidia_gpus_by_nvml_else_by_nvidia_smi_else_none(tmp_path, monkeypatch):
+    """NVML first; where it is missing or fails, nvidia-smi -L's GPU lines (not
+    its MIG lines); where that fails too, none."""
+    from start_daskmpi import gpus
+
+    def no_nvml():
+        raise ImportError("no pynvml")
+
+    monkeypatch.setattr(gpus, "count_gpus_nvml", lambda: 4)
+    assert gpus.count_gpus() == 4
+    monkeypatch.setattr(gpus, "count_gpus_nvml", no_nvml)
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(NVIDIA_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpus.count_gpus_nvidia_smi() == 2 and gpus.count_gpus() == 2
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert gpus.count_gpus() == 0
+
+
+def test_own_masks_are_the_gpu_variables_set():
+    from start_daskmpi.gpus import own_masks
+
+    environ = {"CUDA_VISIBLE_DEVICES": "2", "ZE_AFFINITY_MASK": "0.1", "PATH": "/bin"}
+    assert own_masks(environ) == {"CUDA_VISIBLE_DEVICES": "2", "ZE_AFFINITY_MASK": "0.1"}
+
+
 @pytest.mark.parametrize(
     "pin", ["CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"]
 )
@@ -364,3 +406,83 @@ def test_ranks_with_masks_of_their_own_keep_their_own_gpus():
     alike = [{"CUDA_VISIBLE_DEVICES": "0,1"}] * 6  # one node-wide mask: the node's, as found
     assert with_rank_masks(ranks, nodes, alike) == nodes
     assert with_rank_masks(ranks, [node("a", 0), node("b", 0)], masks)[0].gpus == ()
+
+
+def test_the_edges_of_a_nodes_share():
+    """One CPU worker gets the whole node; a node with fewer cores than workers
+    still gives each one thread; odd amounts round down; a GPU asked for in
+    full is not too many; a GPU named by an id, not an index, by its place."""
+    (alone,) = plan_layout(block_ranks([3]), [node("a", 0, cores=7, memory=7)]).workers
+    assert (alone.nthreads, alone.memory_limit) == (7, 7)
+    squeezed = plan_layout(block_ranks([4]), [node("a", 0, cores=1, memory=7)]).workers
+    assert [(w.nthreads, w.memory_limit) for w in squeezed] == [(1, 3), (1, 3)]
+    three = plan_layout(block_ranks([5]), [node("a", 0, cores=7, memory=8)]).workers
+    assert [(w.nthreads, w.memory_limit) for w in three] == [(2, 2)] * 3
+    assert choose_gpus("0,1", 0, 2) == ("0", "1") and choose_gpus(None, 2, 2) == ("0", "1")
+    assert [w.name for w in plan_layout(block_ranks([4]), [Node("a", ("0.1", "0.0"), 8, 8)])
+            .workers] == ["a-gpu0", "a-gpu1"]
+
+
+def test_a_local_layout_passes_its_options_on():
+    gpus = plan_local(node("laptop", 2, cores=8), (8, 1))
+    assert {(w.nthreads, w.memory_limit) for w in gpus.workers} == {(1, 256 * GiB)}
+    cpus = plan_local(node("ci", 0, cores=4), (2, 2), nthreads=3, memory_limit="1GB")
+    assert {(w.nthreads, w.memory_limit) for w in cpus.workers} == {(3, "1GB")}
+
+
+def test_the_layout_said_node_by_node():
+    layout = plan_layout([0, 0, 0, 1, 1, 1, 1], [node("a", 1), node("b", 0)])
+    assert describe_layout(layout) == [
+        "a: rank 0 scheduler; rank 1 driver; rank(s) 2 workers on GPU(s) 0 "
+        "(CUDA_VISIBLE_DEVICES)",
+        "b: rank(s) 3-6 workers on CPU",
+    ]
+
+
+def test_what_is_said_of_too_few_ranks_and_of_gpus_required_whole():
+    with pytest.raises(LaunchError) as small:
+        plan_layout([0, 0], [node("a", 8)])
+    assert str(small.value) == (
+        "needs at least 3 ranks: one for the scheduler, one for your script and one per "
+        "worker (got 2); use e.g. mpirun -np 3, or run without mpirun for a local cluster")
+    said = {}
+    for real, chosen, cupy in ((0, 0, True), (2, 0, True), (2, 2, False)):
+        with pytest.raises(LaunchError) as raised:
+            check_gpu_required("n1", real, chosen, cupy)
+        said[real, chosen, cupy] = str(raised.value)
+    assert said == {
+        (0, 0, True): "--require-gpu, but n1 has no GPU (no mask set, none found by NVML, "
+                      "nvidia-smi, ROCm or Intel's driver): run on a GPU node, or leave "
+                      "--require-gpu out for CPU workers",
+        (2, 0, True): "--require-gpu and --gpus-per-node 0 contradict: drop one",
+        (2, 2, False): "--require-gpu, but CuPy is not installed on n1: "
+                       "pip install 'start-daskmpi[gpu]'",
+    }
+
+
+def test_an_intel_card_is_counted_once_and_only_with_its_ids(tmp_path):
+    (tmp_path / "card0" / "device").mkdir(parents=True)  # vendor and device unreadable
+    assert count_gpus_intel(tmp_path) == 0
+    for name in ("card1", "card1-DP-1"):  # a connector's device is its card's
+        (tmp_path / name / "device").mkdir(parents=True)
+        (tmp_path / name / "device" / "vendor").write_text("0x8086\n")
+        (tmp_path / name / "device" / "device").write_text("0x0bd5\n")
+    assert count_gpus_intel(tmp_path) == 1
+
+
+def test_a_failing_nvidia_smi_is_not_believed(tmp_path, monkeypatch):
+    from start_daskmpi import gpus
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(NVIDIA_SMI.replace("exit 2", "exit 2\necho 'GPU 0: x'; exit 9"))
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(gpus, "count_gpus_nvml", lambda: 1 / 0)
+    assert gpus.count_gpus() == 0
+
+
+def test_gpus_of_a_mask_keep_their_numbers_in_worker_names():
+    layout = plan_layout(block_ranks([4]), [Node("a", ("2", "3"), 8, 8)])
+    assert [w.name for w in layout.workers] == ["a-gpu2", "a-gpu3"]
+    with pytest.raises(LaunchError, match="but this node has 1 GPU"):
+        choose_gpus("0", 0, 2)

@@ -139,3 +139,52 @@ def test_dashboard_addresses_dask_takes(value):
 def test_a_message_with_the_users_odd_text_stays_one_line():
     message = str(LaunchError("script not found: job\n.py\0"))
     assert message == "script not found: job\\n.py\\x00"
+
+
+def test_the_edges_of_what_is_accepted():
+    """Each bound, on both sides: what is just in, and what is just out."""
+    for text, seconds in (("60", 60), ("90s", 90), ("2m", 120), ("0.5", 0.5),
+                          ("30 days", 30 * 24 * 3600)):
+        assert parse_args(["--startup-timeout", text, "j.py"]).startup_timeout == seconds
+    assert parse_args(["--scheduler-port", "65535", "j.py"]).scheduler_port == 65535
+    assert parse_args(["--scheduler-port", "0", "j.py"]).scheduler_port == 0
+    assert parse_args(["--nthreads", "1", "j.py"]).nthreads == 1
+    assert parse_args(["--plan", "--nodes", "100000"]).nodes == 100000
+    for argv, said in (
+        (["--scheduler-port", "65536"], "expected a port number, 0-65535, got '65536'"),
+        (["--scheduler-port", "-1"], "expected a port number, 0-65535, got '-1'"),
+        (["--nthreads", "0"], "expected a positive integer, got '0'"),
+        (["--nthreads", "x"], "expected a positive integer, got 'x'"),
+        (["--gpus-per-node", "-1"], "expected 0 or more, got '-1'"),
+        (["--rmm-pool-size", "0"], "expected bytes such as 70GB or a fraction of the GPU "
+                                   "such as 0.9, got '0'"),
+        (["--memory-limit", "1.5"], "expected bytes such as 80GB, a fraction such as 0.5, "
+                                    "auto or 0, got '1.5'"),
+    ):
+        with pytest.raises(LaunchError) as raised:
+            parse_args([*argv, "j.py"])
+        assert str(raised.value).endswith(f"{said} (see --help)"), raised.value
+    for size in ("1", "0.25", "1.0", "80GB", "auto", "0"):
+        assert parse_args(["--memory-limit", size, "j.py"]).memory_limit == size
+
+
+def test_what_counts_as_a_fraction_bytes_or_a_host():
+    from start_daskmpi.options import is_bytes, is_fraction, is_host
+
+    assert is_fraction("1") and is_fraction("0.01") and not is_fraction("0")
+    assert not is_fraction("1.01") and not is_fraction("x")
+    assert is_bytes("1") and is_bytes("2 kB") and not is_bytes("0") and not is_bytes("2.5")
+    assert is_host("a" * 63 + ".org") and not is_host("a" * 64 + ".org")
+    assert is_host("10.0.0.1") and is_host("x1000c0s0b0n0-hsn0")
+    assert not is_host("-x.org") and not is_host("a..b") and not is_host("ünï")
+
+
+def test_what_each_option_becomes():
+    args = parse_args(["--status-file", "done", "--protocol", "tls", "job.py"])
+    assert args.status_file == Path("done") and args.protocol == "tls"
+    with pytest.raises(LaunchError, match="--jupyter-port: expected a port number"):
+        parse_args(["--jupyter-port", "70000"])
+    with pytest.raises(LaunchError) as planless:
+        parse_args(["--nodes", "2", "job.py"])
+    assert str(planless.value) == \
+        "-np, --nodes and --hostfile describe a job for --plan: add --plan, or drop them"

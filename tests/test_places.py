@@ -5,6 +5,7 @@ import asyncio
 import datetime
 import logging
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -502,3 +503,194 @@ def serving_never(log):
         raise LaunchError("JupyterLab exited with status 1")
 
     return serving
+
+
+def test_workers_spill_into_a_private_folder_of_the_scratch_removed_after(tmp_path):
+    from start_daskmpi.places import local_directory, private_scratch
+
+    given = tmp_path / "scratch"
+    given.mkdir()
+    assert local_directory(str(given)) == str(given)
+    assert local_directory(None) == str(tmp_path)  # $TMPDIR first (conftest points it here)
+    with private_scratch(str(given)) as folder:
+        assert folder.parent == given and folder.name.startswith("start_daskmpi-")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        (folder / "spilled").write_text("x")
+    assert list(given.iterdir()) == []
+
+
+# What the user reads and types, whole: each banner as printed.
+CONNECT = "execute the following command in a shell on your local machine:"
+NESTED = ("    (with an ssh older than OpenSSH 7.3, which lacks -J: {inner}; but that listens on "
+          "each login node's 127.0.0.1, where the other users of that node reach it too)")
+
+
+def nested(ports: str, *route: str) -> str:
+    return NESTED.format(inner=" ".join(
+        f"ssh -t -o ExitOnForwardFailure=yes {ports} {hop}" for hop in route))
+
+
+def test_the_banners_whole():
+    dash, lab = "-L 8787:localhost:8787", "-L 7787:localhost:7787"
+    assert connection_banner(8787, ["u@login", "thetagpu11"]).splitlines() == [
+        f"To connect to the Dask dashboard, {CONNECT}",
+        f"    {E} -J u@login {dash} thetagpu11",
+        nested(dash, "u@login", "thetagpu11"),
+        "To open the Dask dashboard, go to:",
+        "    http://localhost:8787/status",
+    ]
+    assert connection_banner(None, ["n"]) == \
+        "The Dask dashboard is off (install bokeh to get it)."
+    opening_lab = [
+        "", f"To open JupyterLab, go to (see log file {LOG}):",
+        "    http://localhost:7787/lab?token=TOKEN",
+    ]
+    assert jupyter_banner(["u@login", "thetagpu12"], 7787, "TOKEN", LOG, DashboardPlace(
+            ["u@login", "thetagpu11"], 8787, 8788)).splitlines() == [
+        f"To connect to JupyterLab, {CONNECT}",
+        f"    {E} -J u@login {lab} thetagpu12",
+        nested(lab, "u@login", "thetagpu12"),
+        "",
+        f"To connect to the Dask dashboard, {CONNECT}",
+        f"    {E} -J u@login {dash} thetagpu11",
+        nested(dash, "u@login", "thetagpu11"),
+        *opening_lab,
+        "",
+        "To open the Dask dashboard, go to:",
+        "    http://localhost:8787/status      "
+        "(also inside JupyterLab: http://localhost:7787/proxy/8788/status)",
+    ]
+    assert jupyter_banner(["n1"], 7787, "TOKEN", LOG, DashboardPlace(
+            ["n1"], 8787, 8787)).splitlines() == [
+        f"To connect to JupyterLab and the Dask dashboard, {CONNECT}",
+        f"    {E} {lab} {dash} n1",
+        *opening_lab,
+        "",
+        "To open the Dask dashboard, go to:",
+        "    http://localhost:8787/status      "
+        "(also inside JupyterLab: http://localhost:7787/proxy/8787/status)",
+    ]
+    assert jupyter_banner(["n1"], 7787, "TOKEN", LOG, None).splitlines() == [
+        f"To connect to JupyterLab, {CONNECT}", f"    {E} {lab} n1", *opening_lab,
+    ]
+
+
+def test_ports_at_the_edges_and_on_ipv6():
+    from start_daskmpi.places import join_host_port
+
+    assert parse_host_port(":65535") == ("", 65535)
+    for text in (":65536", "[::1:8787"):
+        with pytest.raises(ValueError):
+            parse_host_port(text)
+    assert join_host_port("::1", 8787) == "[::1]:8787" and join_host_port("h", 1) == "h:1"
+    assert choose_port(None, 65535, lambda p: p != 65535, "--x") == 0  # none left: any
+    asked = []
+    assert dashboard_address("[::1]:8787", lambda h, p: asked.append((h, p)) or True) \
+        == "[::1]:8787"
+    assert asked == [("::1", 8787)]
+    with pytest.raises(LaunchError) as taken:
+        dashboard_address("10.0.0.1:9000", lambda h, p: False)
+    assert str(taken.value) == ("port 9000 of --dashboard-address is already in use on this "
+                                "node: choose another, or leave --dashboard-address out to "
+                                "take a free one")
+    try:
+        held = socket.socket(socket.AF_INET6)
+        held.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with held:
+        held.listen()
+        port = held.getsockname()[1]
+        assert not port_is_free("::1", port)
+    assert port_is_free("::1", port)  # an IPv6 host is bound as IPv6
+
+
+def test_the_scratch_candidates_in_order():
+    from start_daskmpi.places import NODE_SCRATCH
+    from start_daskmpi.sites import SITES
+
+    tried = []
+    frontier = next(site for site in SITES if site.name == "Frontier")
+    assert default_local_directory({}, frontier, lambda p: tried.append(p) and False) == "/tmp"
+    assert tried == ["/mnt/bb/", "/tmp", *NODE_SCRATCH, "/tmp"]  # no $TMPDIR, no $USER
+    assert default_log_dir({"PBS_JOBID": "12/3.pbs"}, Path("/h"), NOW) == \
+        Path("/h/dask_logs/12_3.pbs")
+
+
+def test_a_private_folder_is_made_whole_and_others_shut_out(tmp_path):
+    from start_daskmpi.places import private_dir
+
+    old = os.umask(0)  # the modes are the code's, not the umask's
+    try:
+        made = private_dir(tmp_path / "a" / "b", "--log-dir")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    open_to_group = tmp_path / "g"
+    open_to_group.mkdir(mode=0o740)
+    open_to_group.chmod(0o740)
+    with pytest.raises(LaunchError) as open_to_others:
+        private_dir(open_to_group, "--log-dir")
+    assert str(open_to_others.value) == (f"--log-dir {open_to_group} is open to others (mode "
+                                         "740): chmod 700 it, or give another folder")
+    with pytest.raises(LaunchError) as no_home:
+        make_log_dir(Path("~no_such_user_here/logs"))
+    assert str(no_home.value) == \
+        "--log-dir ~no_such_user_here/logs: no such user's home: give a path"
+
+
+def test_a_node_without_a_full_name_is_reached_by_its_hostname():
+    from start_daskmpi.sites import default_ssh_hops
+
+    assert default_ssh_hops("node7", "", "ada") == ["ada@node7"]
+
+
+def test_the_default_scratch_is_the_sites_where_the_batch_system_gives_none(
+    tmp_path, monkeypatch
+):
+    from start_daskmpi import places
+    from start_daskmpi.sites import Site
+
+    site_scratch = tmp_path / "bb"
+    site_scratch.mkdir()
+    monkeypatch.delenv("TMPDIR")
+    monkeypatch.setattr(places, "this_site", lambda: Site(
+        "Here", None, "^n$", None, ("{user}@login",), (str(site_scratch),)))
+    assert places.local_directory(None) == str(site_scratch)
+
+
+def test_log_folders_of_one_job_are_numbered_up_to_a_bound(tmp_path, monkeypatch):
+    for name in ("PBS_JOBID", "SLURM_JOB_ID", "COBALT_JOBID", "LSB_JOBID", "FLUX_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    base = tmp_path / "dask_logs" / "77"
+    assert make_log_dir(None) == base and make_log_dir(None) == base.with_name("77.1")
+    for attempt in range(2, 1000):
+        base.with_name(f"77.{attempt}").mkdir()
+    with pytest.raises(LaunchError) as full:
+        make_log_dir(None)
+    assert str(full.value) == (f"too many log folders named {base}.*: clean them up or use "
+                               "--log-dir")
+    monkeypatch.delenv("SLURM_JOB_ID")
+    stamped = make_log_dir(None)  # no job: the time
+    assert stamped.parent == base.parent and re.fullmatch(r"\d{8}-\d{6}", stamped.name)
+    monkeypatch.setenv("HOME", str(tmp_path / "stamped-file"))
+    (tmp_path / "stamped-file").write_text("")
+    with pytest.raises(LaunchError) as cannot:
+        make_log_dir(None)
+    assert re.fullmatch(r"cannot create the log folder \S+/stamped-file/dask_logs/\S+: "
+                        r"Not a directory; use --log-dir", str(cannot.value)), cannot.value
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to give a folder to another user")
+def test_a_folder_of_someone_else_is_refused(tmp_path):
+    from start_daskmpi.places import private_dir
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)  # nobody's; removed with tmp_path
+    with pytest.raises(LaunchError) as raised:
+        private_dir(theirs, "--log-dir")
+    assert str(raised.value) == \
+        f"--log-dir {theirs} belongs to another user: give a folder of your own"
