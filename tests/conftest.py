@@ -42,11 +42,10 @@ def loopback(tmp_path):
 @pytest.fixture
 def record(request):
     """Note what a run showed, for bench/reliability.py's table: the figures the
-    tests produce.  Written with the test's outcome by the hook below."""
+    tests of its catalogue (marked ``reliability``) produce."""
 
-    def note(run, kind: str, case: str) -> None:
-        request.node.user_properties.append(("reliability", {
-            "kind": kind,
+    def note(run, case: str) -> None:
+        request.node.user_properties.append(("measured", {
             "case": case,
             "rc": run.rc,
             "seconds": round(run.seconds, 1),
@@ -57,12 +56,30 @@ def record(request):
     return note
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        marker = item.get_closest_marker("reliability")
+        if marker is not None:
+            item.user_properties.append(("kind", marker.args[0]))
+
+
 def pytest_runtest_logreport(report):
+    """Every phase of a catalogue test that decides its outcome, whether or not
+    the test got as far as record(): a skip or error in its setup, its call,
+    an error in its teardown."""
     path = os.environ.get(RELIABILITY_VARIABLE)
-    if not path or report.when != "call":
+    properties = dict(report.user_properties)
+    if not path or "kind" not in properties:
         return
+    if report.when != "call" and report.outcome == "passed":
+        return
+    reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else None
     with open(path, "a") as f:
-        for name, value in report.user_properties:
-            if name == "reliability":
-                f.write(json.dumps({**value, "test": report.nodeid, "outcome": report.outcome}))
-                f.write("\n")
+        f.write(json.dumps({
+            "test": report.nodeid,
+            "kind": properties["kind"],
+            "when": report.when,
+            "outcome": report.outcome,
+            "reason": reason,
+            "measured": [value for name, value in report.user_properties if name == "measured"],
+        }) + "\n")

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, launch, mpirun, reap, report, tracked_environment
+from launch import NEEDS_MPIRUN, ROOT, SCRIPTS, launch, mpirun, reap, report, tracked_environment
 from start_daskmpi.gpus import count_gpus
 from start_daskmpi.layout import format_ranks
-
-pytestmark = [
-    pytest.mark.mpi,
-    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
-]
 
 HOST = socket.gethostname().split(".")[0]
 GPUS = count_gpus() or 2  # the node's, or 2 simulated where it has none
@@ -35,6 +30,7 @@ def scheduler_environment(scheduler: str, nodefile: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(150)
+@NEEDS_MPIRUN
 @pytest.mark.parametrize("scheduler", ["Cobalt", "PBS", "Slurm"])
 def test_the_batch_script_plans_and_runs_the_job(tmp_path, scheduler):
     nodefile = tmp_path / "nodes"

@@ -18,13 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import SCRIPTS, Session, launch, launcher_reported_kill, mpirun, our_lines
+from launch import SCRIPTS, Session, launch, launcher_reported_kill, our_lines
 from start_daskmpi.gpus import count_gpus
-
-pytestmark = [
-    pytest.mark.mpi,
-    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
-]
 
 HOST = socket.gethostname().split(".")[0]
 TRACEBACK = "Traceback (most recent call last)"
@@ -46,12 +41,13 @@ def until_line(session: Session, pattern: str) -> float:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(0 < count_gpus() < 2, reason="fewer real GPUs than simulated ones")
 def test_a_killed_worker_is_restarted_on_its_gpu_and_the_result_is_right(loopback, record):
     script = str(SCRIPTS / "kill_worker.py")
     run = launch([*loopback, "--gpus-per-node", "2", script, "40"], np=4)
-    record(run, "fault", "worker process SIGKILLed mid-computation")
+    record(run, "worker process SIGKILLed mid-computation")
     assert run.rc == 0 and run.leftovers == [], run
     seen = printed(run, "FAULT")
     assert seen["total"] == sum(x * x for x in range(40))
@@ -61,6 +57,7 @@ def test_a_killed_worker_is_restarted_on_its_gpu_and_the_result_is_right(loopbac
     assert TRACEBACK not in run.output, run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 def test_a_killed_scheduler_ends_every_rank(loopback, record):
     with Session([*loopback, str(SCRIPTS / "lose_scheduler.py"), "kill", "task"], np=4) as run:
@@ -68,7 +65,7 @@ def test_a_killed_scheduler_ends_every_rank(loopback, record):
         os.kill(pid, signal.SIGKILL)  # a process this test started, by its pid
         killed = time.monotonic()
         done = run.finish(timeout=90)
-    record(done, "fault", "scheduler process SIGKILLed")
+    record(done, "scheduler process SIGKILLed")
     assert done.rc not in (0, None) and done.leftovers == [], done
     assert time.monotonic() - killed < 60, done
     # mpirun ends the job at once, and names the process that died, by its pid.
@@ -76,6 +73,7 @@ def test_a_killed_scheduler_ends_every_rank(loopback, record):
 
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("waiting_on", ["task", "sleep"])
 def test_a_scheduler_that_closes_ends_the_job_with_one_line(loopback, record, waiting_on):
@@ -85,7 +83,7 @@ def test_a_scheduler_that_closes_ends_the_job_with_one_line(loopback, record, wa
     with Session([*loopback, script, "close", waiting_on], np=4) as run:
         closed = until_line(run, "CLOSING")
         done = run.finish(timeout=90)
-    record(done, "fault", f"scheduler closes, script waiting on {waiting_on}")
+    record(done, f"scheduler closes, script waiting on {waiting_on}")
     assert done.rc == 1 and done.leftovers == [], done
     assert time.monotonic() - closed < 60, done
     (line,) = our_lines(done.stderr)
@@ -94,6 +92,7 @@ def test_a_scheduler_that_closes_ends_the_job_with_one_line(loopback, record, wa
         assert TRACEBACK not in done.output, done
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(loopback, tmp_path, record):
     """SIGKILL to mpirun's whole process group: every worker process (a
@@ -104,10 +103,11 @@ def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(loopback, tmp_
         session.wait_for("READY")
         left = session.kill_all_hard()
         run = session.finish(timeout=30)
-    record(run, "fault", "SIGKILL to mpirun's process group")
+    record(run, "SIGKILL to mpirun's process group")
     assert left == [], left
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_interrupts_the_script_whose_finally_runs(
@@ -128,7 +128,7 @@ def test_signal_interrupts_the_script_whose_finally_runs(
         session.process.send_signal(signum)
         signaled = time.monotonic()
         run = session.finish(timeout=30)
-    record(run, "fault", f"{signal.Signals(signum).name} to mpirun")
+    record(run, f"{signal.Signals(signum).name} to mpirun")
     assert run.rc == status and run.leftovers == [], run
     assert time.monotonic() - signaled < 10, run
     assert marker.read_text() == "yes"
@@ -145,6 +145,7 @@ ENDINGS = {
 }
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("ranks", [4, None], ids=["mpirun", "local"])
 @pytest.mark.parametrize("ending", list(ENDINGS))
@@ -162,7 +163,7 @@ def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, end
     said = tmp_path / "status"
     run = launch([*loopback, "--status-file", str(said), str(script)], np=ranks)
     ended = time.time()
-    record(run, "fault", f"script {ending}" + ("" if ranks else ", no mpirun"))
+    record(run, f"script {ending}" + ("" if ranks else ", no mpirun"))
     assert run.rc == status and run.leftovers == [], run
     # What a batch script trusts over the launcher's word; a local os._exit is
     # the plain one, as in python, and leaves no word.
@@ -179,6 +180,7 @@ def test_how_the_script_ends_is_how_the_job_ends(loopback, tmp_path, record, end
         assert "Code failed with exit status 3." in run.stdout
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("nanny", ["--nanny", "--no-nanny"])
 def test_a_task_that_never_returns_does_not_hold_the_job(loopback, record, nanny):
@@ -186,13 +188,14 @@ def test_a_task_that_never_returns_does_not_hold_the_job(loopback, record, nanny
     with Session([*loopback, nanny, script], np=4) as session:
         left = until_line(session, "LEFT RUNNING")
         run = session.finish(timeout=60)
-    record(run, "fault", f"a task never returns ({nanny})")
+    record(run, f"a task never returns ({nanny})")
     assert run.rc == 0 and run.leftovers == [], run
     assert time.monotonic() - left < 15, run
     assert "Successfully exited" in run.stdout
     assert TRACEBACK not in run.output, run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 def test_workers_that_never_register_are_named(loopback, record):
     # Every worker hangs in a preload, before it registers.
@@ -201,18 +204,19 @@ def test_workers_that_never_register_are_named(loopback, record):
         [*loopback, "--startup-timeout", "3", str(SCRIPTS / "report_cluster.py")],
         np=4, env=hang,
     )
-    record(run, "fault", "workers never register")
+    record(run, "workers never register")
     assert run.rc == 1 and run.leftovers == [], run
     assert "2 of 2 workers did not register within 3 s: rank(s) 2-3" in run.stderr, run
     assert f"{HOST}-cpu0, {HOST}-cpu1" in run.stderr
     assert TRACEBACK not in run.output, run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
 def test_a_worker_that_fails_to_start_ends_the_job_at_once(loopback, record):
     broken = {"DASK_DISTRIBUTED__WORKER__PRELOAD": '["raise RuntimeError(\'bad preload\')"]'}
     run = launch([*loopback, str(SCRIPTS / "report_cluster.py")], np=3, env=broken)
-    record(run, "fault", "a worker fails to start")
+    record(run, "a worker fails to start")
     assert run.rc == 1 and run.leftovers == [], run
     assert run.seconds < 60, run  # not the 120 s startup timeout
     (line,) = our_lines(run.stderr)
@@ -283,6 +287,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.reliability("bad input")
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
@@ -303,7 +308,7 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
                if k == "PYTHONPATH" else v.format(**places) for k, v in env.items()}
         # The case's own options come last, and win.
         run = launch([*SAFE, *args], np=ranks, cwd=tmp_path, env=env, timeout=60)
-    record(run, "bad input", case)
+    record(run, case)
     assert run.rc == 2 and run.leftovers == [], run
     (line,) = our_lines(run.stderr)
     assert line.startswith("start_daskmpi: error: ") and words in line, run
@@ -313,6 +318,7 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
     assert all(k.startswith("logs/") for k in after.keys() - before.keys()), after
 
 
+@pytest.mark.reliability("bad input")
 @pytest.mark.timeout(120)
 def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
     """Both want the default ports at the same moment: one gives way."""
@@ -331,7 +337,7 @@ def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
     for thread in threads:
         thread.join()
     for name, run in runs.items():
-        record(run, "bad input", f"two launchers at once ({name})")
+        record(run, f"two launchers at once ({name})")
         assert run.rc == 0 and run.leftovers == [], run
         assert printed(run, "REPORT")["answer"] == 42
     scheduler = [re.search(r"Scheduler address: tls://127.0.0.1:(\d+)", r.stdout)[1]

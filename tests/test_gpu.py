@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from launch import SCRIPTS, launch, mpirun, notebook_sums
+from launch import NEEDS_MPIRUN, SCRIPTS, launch, notebook_sums
 from start_daskmpi.gpus import count_gpus
 
 GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
@@ -57,7 +57,7 @@ def launch_on_gpus(tmp_path, args: list[str], timeout: float = 150):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@NEEDS_MPIRUN
 def test_one_worker_per_gpu_under_mpirun(tmp_path):
     run = launch_on_gpus(tmp_path, ["--interface", "lo", str(SCRIPTS / "cupy_on_worker.py")])
     assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
@@ -75,7 +75,7 @@ def test_local_mode_uses_every_gpu(tmp_path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@NEEDS_MPIRUN
 def test_cupy_test_runs_its_gpu_part(tmp_path):
     cupy_test = str(SCRIPTS.parent.parent / "cupy_test.py")
     run = launch_on_gpus(tmp_path, ["--interface", "lo", cupy_test], timeout=280)
@@ -90,8 +90,6 @@ def test_cupy_test_runs_its_gpu_part(tmp_path):
 def test_dask_cuda_options_reach_the_worker(tmp_path, under_mpirun):
     """Under mpirun and in local mode alike: the same dask-cuda workers, logging
     to their own files."""
-    if under_mpirun and mpirun() is None:
-        pytest.skip("no mpirun")
     args = ["--log-dir", str(tmp_path / "logs"), "--interface", "lo",
             "--rmm-pool-size", "2GB", "--device-memory-limit", "1GB",
             str(SCRIPTS / "dask_cuda_on_worker.py")]
@@ -111,7 +109,7 @@ def test_dask_cuda_options_reach_the_worker(tmp_path, under_mpirun):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@NEEDS_MPIRUN
 @needs("distributed_ucxx")
 def test_ucx_protocol_carries_the_cluster(tmp_path):
     run = launch_on_gpus(
@@ -123,7 +121,7 @@ def test_ucx_protocol_carries_the_cluster(tmp_path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@NEEDS_MPIRUN
 @needs("nbclient", "ipykernel")
 def test_the_notebooks_gpu_cells_run_in_a_kernel(tmp_path):
     notebook = SCRIPTS.parent.parent / "jupyterlab_cupy_test.ipynb"

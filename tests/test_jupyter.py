@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, Lab, Session, mpirun, notebook_sums
+from launch import ROOT, SCRIPTS, Lab, Session, notebook_sums
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
-    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
 ]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -240,6 +239,7 @@ def test_a_browser_opens_jupyterlab_and_the_proxied_dashboard(lab, tmp_path):
             shutil.copy(tmp_path / name, Path(shots) / name)
 
 
+@pytest.mark.reliability("clean run")
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("np", [3, None], ids=["mpirun", "local"])
 def test_stop_on_stdin_ends_everything(tmp_path, record, np):
@@ -250,13 +250,14 @@ def test_stop_on_stdin_ends_everything(tmp_path, record, np):
         session.send("stop\n")
         stopped = time.monotonic()
         run = session.finish(timeout=30)
-    record(run, "clean run", f"JupyterLab, 'stop' ({'mpirun' if np else 'local'})")
+    record(run, f"JupyterLab, 'stop' ({'mpirun' if np else 'local'})")
     assert run.rc == 0, run
     assert time.monotonic() - stopped < 10, run
     assert run.leftovers == [] and "Traceback" not in run.output, run
     assert run.stdout.rstrip().endswith("Successfully exited")
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
@@ -265,12 +266,13 @@ def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
         session.process.send_signal(signum)
         signaled = time.monotonic()
         run = session.finish(timeout=30)
-    record(run, "fault", f"JupyterLab, {signal.Signals(signum).name} to mpirun")
+    record(run, f"JupyterLab, {signal.Signals(signum).name} to mpirun")
     assert run.rc == status, run
     assert time.monotonic() - signaled < 10, run
     assert run.leftovers == [] and "Traceback" not in run.output, run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(180)
 def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(tmp_path, record):
     """SIGKILL to mpirun's whole process group, which no process can catch:
@@ -280,7 +282,7 @@ def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(tmp_path, reco
         Lab(session)
         left = session.kill_all_hard()
         run = session.finish(timeout=30)
-    record(run, "fault", "JupyterLab, SIGKILL to mpirun's process group")
+    record(run, "JupyterLab, SIGKILL to mpirun's process group")
     assert left == [], left
 
 

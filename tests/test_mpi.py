@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launch import LAUNCHER, SCRIPTS, launch, mpirun, report
+from launch import LAUNCHER, SCRIPTS, launch, report
 from start_daskmpi.gpus import count_gpus
-
-pytestmark = [
-    pytest.mark.mpi,
-    pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich"),
-]
 
 HOST = socket.gethostname().split(".")[0]
 
@@ -32,10 +27,11 @@ def assert_clean(run, rc=0):
     assert "Traceback" not in run.output, run
 
 
+@pytest.mark.reliability("clean run")
 @pytest.mark.timeout(120)
 def test_script_runs_on_every_worker_and_exits_0(loopback, record):
     run = launch([*loopback, str(SCRIPTS / "report_cluster.py"), "0", "--flag"], np=4)
-    record(run, "clean run", "script, mpirun -np 4")
+    record(run, "script, mpirun -np 4")
     assert_clean(run)
     seen = report(run)
     assert seen["workers"] == [f"{HOST}-cpu0", f"{HOST}-cpu1"]
@@ -102,13 +98,14 @@ def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     assert "1 rank(s) on" in warning and "(ranks 3)" in warning and "-np 3 fits" in warning
 
 
+@pytest.mark.reliability("clean run")
 @pytest.mark.timeout(120)
 def test_without_mpirun_a_local_cluster_runs_the_script(tmp_path, record):
     run = launch(
         ["--log-dir", str(tmp_path / "logs"), "--gpus-per-node", "0",
          str(SCRIPTS / "report_cluster.py"), "4"]
     )
-    record(run, "clean run", "script, no mpirun (local cluster), sys.exit(4)")
+    record(run, "script, no mpirun (local cluster), sys.exit(4)")
     assert_clean(run, rc=4)
     seen = report(run)
     assert seen["workers"] and all(name.startswith(f"{HOST}-cpu") for name in seen["workers"])

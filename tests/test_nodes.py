@@ -45,7 +45,6 @@ SSH = "ssh -o ExitOnForwardFailure=yes"  # the printed tunnels' start
 ROOT_ALLOWED = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 pytestmark = [
-    pytest.mark.mpi,
     pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
     pytest.mark.skipif(not MPIEXEC.exists(), reason="no MPICH mpiexec beside this Python"),
 ]
@@ -252,6 +251,7 @@ def test_a_node_that_cannot_reach_the_scheduler_is_named_at_once(tmp_path):
     assert "never runs" not in run.stdout and run.seconds < 30
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(200)
 @BOTH_MPIS
 def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record, mpi):
@@ -269,7 +269,7 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record, mp
         run = session.finish(timeout=30)
         lost = cluster.nodes[1].name
     print(run)
-    record(run, "fault", f"a node's link cut mid-run ({mpi})")
+    record(run, f"a node's link cut mid-run ({mpi})")
     assert "SUM 4000000.0" in run.stdout and time.monotonic() - ended < 60, run
     # Left running: only what the lost node runs, which no one can reach (on a
     # cluster, the batch system's end of the job ends them).
@@ -284,6 +284,7 @@ def test_a_node_cut_off_mid_run_ends_the_job_within_a_bound(tmp_path, record, mp
         assert f"on node {lost}" in run.output and our_lines(run.stderr) in ([], [ours]), run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(150)
 @BOTH_MPIS
 def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, record, mpi):
@@ -295,7 +296,7 @@ def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, r
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
         run = session.finish(timeout=60)
-    record(run, "fault", f"every process on a node killed ({mpi})")
+    record(run, f"every process on a node killed ({mpi})")
     assert run.rc is not None and run.leftovers == [], run
     assert time.monotonic() - killed < 30, run
     if mpi == "MPICH":
@@ -306,6 +307,7 @@ def test_a_node_whose_processes_all_die_ends_the_job_by_the_launcher(tmp_path, r
         assert cluster.nodes[1].name in run.output.split("READY")[1], run
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("mpi, keep_going", [
     ("MPICH", "-disable-auto-cleanup"),
@@ -327,11 +329,14 @@ def test_a_driver_killed_under_a_launcher_that_keeps_the_others_ends_the_job(
         driver.kill()
         killed = time.monotonic()
         run = session.finish(timeout=90)
-    record(run, "fault", f"the driver killed, launcher keeps the others ({mpi})")
-    assert run.rc == 1 and run.leftovers == [], run
+    record(run, f"the driver killed, launcher keeps the others ({mpi})")
+    assert run.rc not in (0, None) and run.leftovers == [], run
     assert time.monotonic() - killed < 45, run
-    assert f"start_daskmpi: error: lost the driver (rank 1 on {cluster.nodes[1].name}): " \
-        "the job ends" in our_lines(run.stderr), run
+    # MPICH 5.0.2's hydra, rarely (1 run in 15 on 2 busy cores), fails itself
+    # on the dead rank's socket and ends the job at once, with 255.
+    if not (mpi == "MPICH" and "unable to forward PMI response" in run.stderr):
+        assert run.rc == 1 and f"start_daskmpi: error: lost the driver (rank 1 on " \
+            f"{cluster.nodes[1].name}): the job ends" in our_lines(run.stderr), run
     # The launcher's SIGUSR1 to each rank's process group (MPICH's notice of
     # the failure) reached no worker process: none died and restarted.
     assert "Restarting worker" not in run.output, run
@@ -389,6 +394,7 @@ def test_the_batch_script_runs_a_job_across_nodes(tmp_path, scheduler, mpi):
     )
 
 
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(200)
 @BOTH_MPIS
 def test_a_batch_job_that_loses_a_node_fails(tmp_path, record, mpi):
@@ -403,7 +409,7 @@ def test_a_batch_job_that_loses_a_node_fails(tmp_path, record, mpi):
         cluster.kill_node(cluster.nodes[1])
         killed = time.monotonic()
         run = session.finish(timeout=60)
-    record(run, "fault", f"every process on a node killed, batch script ({mpi})")
+    record(run, f"every process on a node killed, batch script ({mpi})")
     assert run.rc not in (0, None) and run.leftovers == [], run
     assert time.monotonic() - killed < 30, run
     if mpi == "Open MPI":
@@ -411,37 +417,23 @@ def test_a_batch_job_that_loses_a_node_fails(tmp_path, record, mpi):
             "could tell how (a node lost?)" in run.stdout, run
 
 
-# A finally that takes its time, as saving a checkpoint does: each second it
-# took is a line in the marker, so that a kill part-way shows.
-SLOW_FINALLY = """
-import sys, time
-try:
-    print('READY', flush=True)
-    time.sleep(600)
-finally:
-    for second in range({seconds}):
-        time.sleep(1)
-        with open(sys.argv[1], 'a') as marker:
-            marker.write(f'{{second}}\\n')
-"""
-
-
+@pytest.mark.reliability("fault")
 @pytest.mark.timeout(150)
 @BOTH_MPIS
 def test_a_walltime_sigterm_to_the_batch_script_lets_the_finally_run(tmp_path, record, mpi):
     """The batch system's SIGTERM to the job script: the script's finally runs
     whole (5 s here), under Open MPI too, whose mpirun, signalled itself, kills
     the ranks at once; the job ends in order with 143."""
-    script, marker = tmp_path / "checkpoints.py", tmp_path / "saved"
-    script.write_text(SLOW_FINALLY.format(seconds=5))
+    marker = tmp_path / "saved"  # a line for each second of the finally that ran
+    script = [str(SCRIPTS / "slow_finally.py"), "5", str(marker)]
     with SimCluster(2) as cluster, batch_on(
-        cluster, tmp_path, "Slurm", mpi, [str(script), str(marker)], session=True
+        cluster, tmp_path, "Slurm", mpi, script, session=True
     ) as session:
         session.wait_for("READY")
         session.process.send_signal(signal.SIGTERM)  # the batch shell only
         signaled = time.monotonic()
         run = session.finish(timeout=60)
-    record(run, "fault", f"SIGTERM to the batch script, a 5 s finally ({mpi})")
+    record(run, f"SIGTERM to the batch script, a 5 s finally ({mpi})")
     assert run.rc == 143 and run.leftovers == [], run
     assert marker.read_text().split() == ["0", "1", "2", "3", "4"], run
     assert "daskmpi_job_gpu.sh: SIGTERM: ending the job in order" in run.stdout, run

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launch import LAUNCHER, SCRIPTS, Session, launch, mpirun, our_lines, run_processes
+from launch import LAUNCHER, NEEDS_MPIRUN, SCRIPTS, Session, launch, our_lines, run_processes
 
 NOBODY = "nobody"
 
@@ -39,7 +39,6 @@ def other_user_reason() -> str | None:
 
 AS_ANOTHER_USER = pytest.mark.skipif(other_user_reason() is not None,
                                      reason=str(other_user_reason()))
-NEEDS_MPIRUN = pytest.mark.skipif(mpirun() is None, reason="no mpirun: pip install mpich")
 
 
 def as_other_user(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -104,8 +103,6 @@ def listening(token: str, ports: set[int]) -> dict[int, set[str]]:
 def test_a_one_node_job_listens_on_loopback_only(tmp_path, ranks, tls):
     """No Dask server of a one-node job listens where another host reaches it:
     not the scheduler, workers, nannies or dashboards, with TLS or without."""
-    if ranks and mpirun() is None:
-        pytest.skip("no mpirun: pip install mpich")
     script = tmp_path / "ports.py"
     script.write_text(DASK_PORTS + SLEEPS)
     with Session([*own_options(tmp_path), tls, str(script)], np=ranks, cwd=tmp_path) as session:
