@@ -153,3 +153,16 @@ def test_dask_cuda_is_given_only_what_was_asked(argv, asked):
 def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
     with pytest.raises(LaunchError, match="comes from dask-cuda: pip install dask-cuda"):
         check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+
+
+def test_the_protocol_each_server_speaks(tmp_path):
+    """TLS unless --no-tls; then what --protocol says, else Dask's default."""
+    from start_daskmpi.servers import comm_protocol, scheduler_options
+
+    assert comm_protocol(parse_args(["job.py"])) == "tls"
+    assert comm_protocol(parse_args(["--no-tls", "job.py"])) is None
+    assert comm_protocol(parse_args(["--no-tls", "--protocol", "ucx", "job.py"])) == "ucx"
+    args = parse_args(["--no-tls", "--protocol", "ucx", "--scheduler-port", "0", "job.py"])
+    assert scheduler_options(args, Security())["protocol"] == "ucx"
+    nanny = made(CPU_WORKER, ["--no-tls", "--protocol", "ucx"], tmp_path)
+    assert nanny.worker_kwargs["protocol"] == "ucx"  # what its worker process listens on
