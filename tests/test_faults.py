@@ -109,7 +109,8 @@ def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(loopback, tmp_
 
 @pytest.mark.reliability("fault")
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])  # one id on every Python
 def test_signal_interrupts_the_script_whose_finally_runs(
     loopback, tmp_path, record, signum, status
 ):

@@ -259,7 +259,8 @@ def test_stop_on_stdin_ends_everything(tmp_path, record, np):
 
 @pytest.mark.reliability("fault")
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])  # one id on every Python
 def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
     with Session(options(tmp_path), np=3, cwd=ROOT) as session:
         Lab(session)
