@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import ssl
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -66,8 +68,11 @@ def browse(base: str, token: str, port: int, shots: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_FLAGS)
+    # Chromium's singleton socket goes in $TMPDIR, whose path must fit a Unix
+    # socket's 108 bytes: the test's own folder may not.
+    with sync_playwright() as p, tempfile.TemporaryDirectory(dir="/tmp", prefix="lab-") as tmp:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=BROWSER_FLAGS,
+                                    env={**os.environ, "TMPDIR": tmp})
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{base}/lab?token={token}", timeout=60_000)
