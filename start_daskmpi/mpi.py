@@ -37,8 +37,9 @@ LEAVE_GRACE = 10.0  # seconds the other ranks wait past the driver, which names 
 # job: it drops what it has not read by then (MPICH's hydra, under load).
 LINE_GRACE = 1.0
 # What each MPI launcher tells its processes: world size and rank.
+OPEN_MPI_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
 LAUNCHER_VARIABLES = (
-    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+    OPEN_MPI_VARIABLES,
     ("PMI_SIZE", "PMI_RANK"),
     ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
     ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"),

@@ -21,10 +21,9 @@ import signal
 import threading
 from collections.abc import Mapping
 
-from .mpi import launcher_world
+from .mpi import OPEN_MPI_VARIABLES, launcher_world
 
 LAUNCHERS_SIGNAL = signal.SIGUSR1
-OPEN_MPI_RANK = "OMPI_COMM_WORLD_SIZE"  # set by Open MPI's launcher for each rank
 
 
 def keep_sigusr1_from_children(environ: Mapping[str, str]) -> None:
@@ -34,7 +33,8 @@ def keep_sigusr1_from_children(environ: Mapping[str, str]) -> None:
     if launcher_world(environ) is None:
         return
     signal.pthread_sigmask(signal.SIG_BLOCK, {LAUNCHERS_SIGNAL})
-    take = _relay_as_sigterm if OPEN_MPI_RANK in environ else _leave_to_the_mpi_library
+    under_open_mpi = OPEN_MPI_VARIABLES[0] in environ
+    take = _relay_as_sigterm if under_open_mpi else _leave_to_the_mpi_library
     threading.Thread(target=take, name="SIGUSR1 of the launcher", daemon=True).start()
 
 
