@@ -121,8 +121,7 @@ def our_lines(stream: str) -> list[str]:
 def notebook_sums(printed: str) -> dict[str, float]:
     """jupyterlab_cupy_test.ipynb's printed sums by label ('with gpus',
     'without gpus'), each checked here against the expectation for its SIZE."""
-    sys.path.insert(0, str(ROOT))
-    from cupy_test import expected_sum, tolerance
+    from cupy_test import expected_sum, tolerance  # at the root, on pytest's pythonpath
 
     size = int(re.search(r"SIZE, CHUNKS = (\d+)", (ROOT / NOTEBOOK).read_text())[1])
     mean = expected_sum(size)[0]
