@@ -22,7 +22,8 @@ class OneLineFormatter(logging.Formatter):
         bare = logging.makeLogRecord(
             {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
         )
-        line = super().format(bare)
+        # Warnings captured from libraries come in several lines, their source last.
+        line = " ".join(part.strip() for part in super().format(bare).splitlines() if part.strip())
         return f"{line} (traceback in {self.log_file})" if record.exc_info else line
 
 

@@ -47,15 +47,19 @@ def choose_port(
     on a shared node) gives way to the next free port above it, else any."""
     if requested is not None:
         if requested and not is_free(requested):
-            raise LaunchError(
-                f"port {requested} of {option} is already in use on this node: "
-                f"choose another, or leave {option} out to take a free one"
-            )
+            raise LaunchError(port_taken(requested, option))
         return requested
     for port in range(default, min(default + PORT_SEARCH_SPAN, 65536)):
         if is_free(port):
             return port
     return 0
+
+
+def port_taken(port: int, option: str) -> str:
+    return (
+        f"port {port} of {option} is already in use on this node: "
+        f"choose another, or leave {option} out to take a free one"
+    )
 
 
 def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

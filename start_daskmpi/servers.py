@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from .places import (
     DEFAULT_SCHEDULER_PORT,
     choose_port,
     dashboard_address,
+    parse_host_port,
     port_is_free,
+    port_taken,
 )
 
 logger = logging.getLogger("start_daskmpi")
@@ -215,17 +218,34 @@ async def start_scheduler(args: argparse.Namespace, security: Security) -> Sched
     """The scheduler on the port chosen for it.  Another launcher starting on this
     node at the same moment may bind a default port between our choice and our
     bind: then the next free port."""
+    # The dashboard's port lost that way, distributed takes any free one and warns
+    # in several lines ("Perhaps you already have a cluster running?"): the banner
+    # prints the port it got, and a requested one is checked below instead.
+    warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
     for _ in range(PORT_RACE_ATTEMPTS):
         options = scheduler_options(args, security)
         try:
             with dask.config.set({"distributed.scheduler.http.routes": dashboard_routes()}):
-                return await Scheduler(**options)
+                scheduler = await Scheduler(**options)
         except Exception as e:
             cause = e.__cause__ or e
             raced = getattr(cause, "errno", None) == errno.EADDRINUSE
             if not raced or args.scheduler_port is not None:
                 raise LaunchError(f"the scheduler failed to start: {cause}") from None
+            continue
+        await refuse_another_dashboard_port(scheduler, args.dashboard_address)
+        return scheduler
     raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
+
+
+async def refuse_another_dashboard_port(scheduler: Scheduler, requested: str | None) -> None:
+    """A dashboard port asked for is the one served, or the job stops, as it does
+    when that port is seen taken before the start (places.choose_port)."""
+    port = parse_host_port(requested)[1] if requested else 0
+    dashboard = scheduler.services.get("dashboard")
+    if port and dashboard is not None and dashboard.port != port:
+        await scheduler.close()
+        raise LaunchError(port_taken(port, "--dashboard-address"))
 
 
 def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:

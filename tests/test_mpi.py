@@ -94,6 +94,7 @@ def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)
     assert_clean(run)
     assert report(run)["workers"] == [f"{HOST}-gpu0"]
+    assert len(run.stderr.splitlines()) == 1, run.stderr
     (warning,) = run.stderr.splitlines()
     assert "1 rank(s) on" in warning and "(ranks 3)" in warning and "-np 3 fits" in warning
 

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ from start_daskmpi.places import (
     parse_host_port,
     port_is_free,
 )
-from start_daskmpi.servers import start_scheduler
+from start_daskmpi.servers import scheduler_info, start_scheduler
 from start_daskmpi.sites import route_is_a_guess, site_of, ssh_route
 
 
@@ -348,6 +349,18 @@ def test_terminal_log_lines_name_the_file_instead_of_a_traceback(tmp_path):
     assert record.exc_info is not None  # the file's handler still gets the traceback
 
 
+def test_a_warning_of_several_lines_is_one_line_on_the_terminal(tmp_path):
+    formatter = OneLineFormatter("%(name)s - %(message)s", tmp_path / "rank0.log")
+    record = logging.LogRecord(
+        "py.warnings", logging.WARNING, __file__, 1,
+        "node.py:196: UserWarning: Port 8787 is in use.\nPerhaps ...\n  warnings.warn(\n",
+        None, None,
+    )
+    assert formatter.format(record) == (
+        "py.warnings - node.py:196: UserWarning: Port 8787 is in use. Perhaps ... warnings.warn("
+    )
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("explicit", [False, True])
 def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
@@ -379,6 +392,39 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
                 asyncio.run(start())
         else:
             assert asyncio.run(start()) != port and chosen[0] == port and len(chosen) == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_dashboard_port_taken_between_choice_and_bind(monkeypatch, explicit):
+    """The dashboard's port was taken after we chose it: distributed serves on
+    another, silently where we chose the port (the banner prints the one served),
+    and the job stops where the user asked for that port."""
+    pytest.importorskip("bokeh")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(servers, "port_is_free", lambda host, p: True)  # the race
+        address = f"127.0.0.1:{port}"
+        if not explicit:
+            monkeypatch.setattr(servers, "dashboard_address", lambda *_: address)
+        argv = ["--interface", "lo", "--no-tls"]
+        args = parse_args([*argv, *(["--dashboard-address", address] if explicit else [])])
+
+        async def start() -> int:
+            scheduler = await start_scheduler(args, Security())
+            async with scheduler:
+                return scheduler_info(scheduler).dashboard_port
+
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            if explicit:
+                with pytest.raises(LaunchError, match=f"port {port} of --dashboard-address is"):
+                    asyncio.run(start())
+            else:
+                assert asyncio.run(start()) not in (port, 0, None)
+        assert not [w for w in warned if "already in use" in str(w.message)]
 
 
 @pytest.mark.parametrize("text, expected", [
