@@ -65,3 +65,25 @@ def test_gpu_workers_without_cupy_say_how_to_get_it(cluster_with, capsys):
     assert "skipped: CuPy is not installed (pip install 'start-daskmpi[gpu]')" in (
         capsys.readouterr().out
     )
+
+
+def test_tasks_are_restricted_only_to_a_part_of_the_cluster():
+    assert cupy_test.restriction(["tls://a:1", "tls://b:1"], ["tls://b:1", "tls://a:1"]) is None
+    assert cupy_test.restriction(["tls://a:1"], ["tls://a:1", "tls://b:1"]) == ["tls://a:1"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cluster_with", [None], indirect=True)
+def test_the_whole_clusters_part_leaves_its_tasks_to_the_schedulers_queue(
+    cluster_with, monkeypatch
+):
+    asked = []
+    compute = Client.compute
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs.get("workers"))
+        return compute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "compute", spy)
+    assert cupy_test.main(["--size", "200", "--chunks", "100", "--repeat", "1"]) == 0
+    assert asked == [None, None]
