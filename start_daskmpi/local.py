@@ -31,6 +31,7 @@ from .servers import (
     start_scheduler,
     stop_worker,
 )
+from .worker_processes import start_fork_server
 
 START_TIMEOUT_MARGIN = 30.0  # seconds past --startup-timeout before a start is given up
 
@@ -59,6 +60,8 @@ def local_cluster(
     for_scheduler, for_workers = securities
 
     async def start() -> SchedulerInfo:
+        if args.nanny:
+            start_fork_server()  # its imports overlap the scheduler's start
         scheduler = await start_scheduler(args, for_scheduler)
         started.append(scheduler)
         workers = [

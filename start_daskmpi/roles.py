@@ -69,6 +69,7 @@ from .servers import (
     start_scheduler,
     stop_worker,
 )
+from .worker_processes import start_fork_server
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -141,6 +142,8 @@ async def serve_worker(
     world: Any, args: argparse.Namespace, layout: Layout, role: Role, log_file: Path,
     security: Security,
 ) -> int:
+    if args.nanny:
+        start_fork_server()  # its imports overlap the scheduler's start
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2

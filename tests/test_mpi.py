@@ -35,6 +35,9 @@ def test_script_runs_on_every_worker_and_exits_0(loopback, record):
     assert_clean(run)
     seen = report(run)
     assert seen["workers"] == [f"{HOST}-cpu0", f"{HOST}-cpu1"]
+    # Each worker process forked by its own rank's fork server (worker_processes.py).
+    (one, forked_one), (other, forked_other) = seen["parents"]
+    assert forked_one and forked_other and one != other
     assert seen["same_scheduler"] and seen["answer"] == 42 and seen["name"] == "__main__"
     assert seen["argv"] == [str(SCRIPTS / "report_cluster.py"), "0", "--flag"]
     assert seen["path0"] == str(SCRIPTS)
@@ -110,6 +113,8 @@ def test_without_mpirun_a_local_cluster_runs_the_script(tmp_path, record):
     assert_clean(run, rc=4)
     seen = report(run)
     assert seen["workers"] and all(name.startswith(f"{HOST}-cpu") for name in seen["workers"])
+    assert len({tuple(parent) for parent in seen["parents"]}) == 1  # one server forked all
+    assert seen["parents"][0][1]
     assert seen["same_scheduler"] and seen["answer"] == 42
     assert "Scheduler address: tls://127.0.0.1:" in run.stdout
 

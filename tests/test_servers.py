@@ -6,6 +6,8 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,3 +168,25 @@ def test_the_protocol_each_server_speaks(tmp_path):
     assert scheduler_options(args, Security())["protocol"] == "ucx"
     nanny = made(CPU_WORKER, ["--no-tls", "--protocol", "ucx"], tmp_path)
     assert nanny.worker_kwargs["protocol"] == "ucx"  # what its worker process listens on
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method, expected", [
+    ("spawn", "forkserver True"),  # distributed's default: ours replaces it
+    ("fork", "fork False"),  # a method of the user's own choosing is left as it is
+])
+def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chosen(
+    method, expected
+):
+    code = (
+        "import dask, psutil\n"
+        "from start_daskmpi.worker_processes import start_fork_server\n"
+        f"dask.config.set({{'distributed.worker.multiprocessing-method': {method!r}}})\n"
+        "start_fork_server()\n"
+        "print(dask.config.get('distributed.worker.multiprocessing-method'),\n"
+        "      any('multiprocessing.forkserver' in ' '.join(child.cmdline())\n"
+        "          for child in psutil.Process().children()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=50, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == expected, done

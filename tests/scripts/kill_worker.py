@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 
+import psutil
 from distributed import get_client
 
 
@@ -15,7 +16,8 @@ def slow_square(x):
 
 
 def process():
-    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+    forked = "multiprocessing.forkserver" in " ".join(psutil.Process().parent().cmdline())
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), forked
 
 
 def workers_by_name(client):
@@ -26,7 +28,7 @@ def workers_by_name(client):
 client = get_client()
 before = workers_by_name(client)
 victim = sorted(before)[0]
-pid, device = client.run(process, workers=[before[victim]])[before[victim]]
+pid, device, forked = client.run(process, workers=[before[victim]])[before[victim]]
 futures = client.map(slow_square, range(int(sys.argv[1])))
 while sum(f.done() for f in futures) < 4:
     time.sleep(0.05)
@@ -36,8 +38,9 @@ deadline = time.monotonic() + 60
 while victim not in workers_by_name(client) and time.monotonic() < deadline:
     time.sleep(0.1)
 after = workers_by_name(client)
-new_pid, new_device = client.run(process, workers=[after[victim]])[after[victim]]
+new_pid, new_device, new_forked = client.run(process, workers=[after[victim]])[after[victim]]
 print("FAULT " + json.dumps({
     "total": total, "victim": victim, "restarted": new_pid != pid,
     "device_before": device, "device_after": new_device, "workers": sorted(after),
+    "from_fork_server": [forked, new_forked],
 }))

@@ -3,9 +3,17 @@ import json
 import os
 import sys
 
+import psutil
 from distributed import Client, get_client
 
 PINS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
+
+
+def parent():
+    """The worker process's parent: its pid, and whether it is a fork server."""
+    process = psutil.Process().parent()
+    return process.pid, "multiprocessing.forkserver" in " ".join(process.cmdline())
+
 
 client = get_client()
 workers = client.scheduler_info(n_workers=-1)["workers"].values()
@@ -22,6 +30,7 @@ print(
             "same_scheduler": plain.scheduler.address == client.scheduler.address,
             "devices": client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")),
             "pins": client.run(lambda: {v: os.environ[v] for v in PINS if v in os.environ}),
+            "parents": sorted(client.run(parent).values()),
             "answer": client.submit(sum, [20, 22]).result(),
         }
     )

@@ -1,0 +1,37 @@
+"""Where a nanny's worker processes come from: a fork server started early.
+
+distributed's nanny spawns its worker process, which imports Python, Dask and
+distributed anew (about a second of CPU) while the rank waits for it.  The fork
+server started here, as a worker's rank begins, does those imports once, while
+the scheduler starts, and then forks each worker process (the first, and any
+restart) ready to run; in a local cluster, one server serves every worker.  It
+is a fresh interpreter, not a fork of the rank: it holds no MPI state, no CUDA
+context and no threads, so its children may use MPI's network and the GPU.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+
+import dask
+
+# Imported by the server alone, before its first fork (fork_server_preload.py).
+PRELOAD = "start_daskmpi.fork_server_preload"
+
+
+def start_fork_server() -> None:
+    """Have this process's nannies fork their worker processes from a server
+    started now, unless another start method than distributed's default was
+    chosen in Dask's config."""
+    option = "distributed.worker.multiprocessing-method"
+    if dask.config.get(option) != "spawn":
+        return
+    dask.config.set({option: "forkserver"})
+    # distributed would otherwise, at the first nanny's start, import its
+    # optional packages (pandas among them) into this process to preload them,
+    # with no effect on a server already running: a private flag says it did.
+    import distributed.utils
+
+    distributed.utils._forkserver_preload_set = True
+    multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
+    multiprocessing.forkserver.ensure_running()
