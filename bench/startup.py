@@ -1,19 +1,24 @@
-"""Whole-process start -> ready -> script done -> exit: this launcher vs dask-mpi.
+"""Whole-process start -> every worker registered -> script done -> exit: this
+launcher vs dask-mpi.
 
-    python bench/startup.py [--ranks 3 6] [--repeat 5] [--out bench/results/startup.json]
+    python bench/startup.py [--ranks 3 6] [--repeat 5] [--compare-with CHECKOUT ...]
+        [--out bench/results/startup.json]
 
 For each rank count, the same tiny job (wait for every worker, one task) runs
-under the same mpirun, the variants interleaved, and the wall time of the whole
-mpirun is taken.  dask-mpi's ``initialize()`` starts plain workers in the rank
-processes; the launcher by default starts each worker behind a nanny, which
-restarts it if it dies, and with ``--no-nanny`` like dask-mpi.  Loopback only.
-Prints medians and the ratios to dask-mpi.
+under the same mpirun, the variants interleaved; taken are the seconds from
+mpirun's start to the job seeing every worker registered, and to mpirun's exit.
+dask-mpi's ``initialize()`` starts plain workers in the rank processes; the
+launcher by default starts each worker behind a nanny, which restarts it if it
+dies, and with ``--no-nanny`` like dask-mpi.  ``--compare-with`` adds the
+launcher of another checkout of this repository (an earlier commit, say), run
+side by side.  Loopback only.  Prints medians and the ratios to dask-mpi.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -25,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from launch import launcher_command  # noqa: E402
 
 JOB = """
-import sys
+import time
 from distributed import Client
 client = Client()
 client.wait_for_workers({workers})
+print("REGISTERED", time.time(), flush=True)
 assert client.submit(sum, [1, 2]).result() == 3
 """
 
@@ -38,16 +44,19 @@ initialize(interface="lo", dashboard_address="127.0.0.1:0", nthreads=1)
 """ + JOB
 
 
-def timed(command: list[str], timeout: float = 300) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, timeout=timeout, capture_output=True)
-    return time.perf_counter() - start
+def timed(command: list[str], timeout: float = 600) -> tuple[float, float]:
+    """Seconds to every worker registered, and to the end, of one run."""
+    start = time.time()
+    done = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True)
+    registered = float(re.search(r"^REGISTERED (\S+)$", done.stdout, re.M)[1])
+    return registered - start, time.time() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[3, 6])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--compare-with", type=Path, nargs="*", default=[], metavar="CHECKOUT")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
@@ -64,29 +73,39 @@ def main() -> None:
             variants = {
                 "launcher": launcher_command([*ours, str(job)], ranks),
                 "launcher --no-nanny": launcher_command([*ours, "--no-nanny", str(job)], ranks),
+                **{
+                    f"launcher of {checkout.name}": launcher_command(
+                        [*ours, str(job)], ranks,
+                        [sys.executable, str(checkout.resolve() / "start_daskmpi.py")],
+                    )
+                    for checkout in args.compare_with
+                },
                 "dask-mpi": launcher_command([], ranks, [sys.executable, str(baseline)]),
             }
             for command in variants.values():
                 timed(command)  # warm the file cache
-            times: dict[str, list[float]] = {name: [] for name in variants}
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
             for _ in range(args.repeat):
                 for name, command in variants.items():
                     times[name].append(timed(command))
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            results["runs"].append({"ranks": ranks, "seconds": times, "medians": medians})
+            registered = {name: statistics.median(r for r, _ in t) for name, t in times.items()}
+            medians = {name: statistics.median(e for _, e in t) for name, t in times.items()}
+            results["runs"].append({"ranks": ranks, "seconds": times, "medians": medians,
+                                    "registered": registered})
             print(
                 f"{ranks:3d} ranks: "
-                + ", ".join(f"{name} {median:.2f} s" for name, median in medians.items())
-                + "; ratios to dask-mpi: "
+                + ", ".join(f"{name} {registered[name]:.2f} / {medians[name]:.2f} s"
+                            for name in variants)
+                + " (registered / exit); exit ratios to dask-mpi: "
                 + ", ".join(
                     f"{name} {medians[name] / medians['dask-mpi']:.2f}"
                     for name in variants if name != "dask-mpi"
                 ),
                 flush=True,
             )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
