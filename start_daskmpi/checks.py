@@ -12,6 +12,7 @@ from .gpus import uses_dask_cuda
 from .layout import Role
 from .network import check_interface
 from .places import is_writable_dir, local_directory
+from .pre_imports import check_modules
 
 
 def check_jupyterlab() -> None:
@@ -104,6 +105,8 @@ def preflight(role: Role, args: argparse.Namespace) -> None:
         check_script(args.script)
     elif role.kind == "driver":
         check_jupyterlab()
+    if role.kind in ("scheduler", "worker"):
+        check_modules(args.pre_import, role.host)
     if role.kind == "worker":
         check_local_directory(local_directory(args.local_directory))
         check_dask_cuda(role, args)

@@ -21,6 +21,7 @@ from .places import (
     NODE_SCRATCH,
     parse_host_port,
 )
+from .pre_imports import parse_modules
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +111,13 @@ _device_memory_limit = _AmountOfMemory(
 )
 
 
+def _modules(text: str) -> list[str]:
+    try:
+        return parse_modules(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _host_port(text: str) -> str:
     try:
         host, _ = parse_host_port(text)
@@ -192,6 +200,13 @@ def add_worker_options(group: Any) -> None:
         "run each worker behind a nanny that restarts it if it dies (default); "
         "--no-nanny runs it in its rank's process: a faster start, but a dead worker "
         "ends the job",
+    )
+    group.add_argument(
+        "--pre-import", type=_modules, metavar="MODULES",
+        help="modules every worker and the scheduler import as they start, in the "
+        "background, so that the first computation does not wait for them, "
+        "separated by commas, e.g. cudf,dask_cudf ('' for none; default: "
+        "dask.array, and cupy on GPU workers)",
     )
     group.add_argument(
         "--gpus-per-node", type=_count, metavar="N",

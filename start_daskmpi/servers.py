@@ -38,6 +38,7 @@ from .places import (
     port_is_free,
     port_taken,
 )
+from .pre_imports import import_in_background, modules_for
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -70,11 +71,14 @@ class NannyWorker(Worker):
     restart it, were it killed by them).
     """
 
-    def __init__(self, *args: Any, log_file: str, verbose: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, log_file: str, verbose: bool, pre_import: list[str], **kwargs: Any
+    ) -> None:
         log_to_file(log_file, verbose)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         super().__init__(*args, **kwargs)
+        import_in_background(pre_import)
 
 
 def comm_protocol(args: argparse.Namespace) -> str | None:
@@ -149,11 +153,15 @@ def make_worker(
 
     The one place that pins a worker to its GPU, as each kind needs it."""
     options = worker_options(role, args, security, scratch)
+    has_cupy = importlib.util.find_spec("cupy") is not None
+    pre_import = modules_for(args.pre_import, role.gpu is not None, has_cupy)
     if not args.nanny:
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
+        import_in_background(pre_import)
         return Worker(address, **options)
-    process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose)
+    process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose,
+                   pre_import=pre_import)
     if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
         # The nanny gives it to each worker process it spawns, the first or a restart.
         return Nanny(address, **options, **process, env=role.environment())
@@ -234,6 +242,8 @@ async def start_scheduler(args: argparse.Namespace, security: Security) -> Sched
                 raise LaunchError(f"the scheduler failed to start: {cause}") from None
             continue
         await refuse_another_dashboard_port(scheduler, args.dashboard_address)
+        # Each graph is unpickled here: the modules its tasks name are imported.
+        import_in_background(modules_for(args.pre_import, gpu_worker=False, has_cupy=False))
         return scheduler
     raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
 

@@ -90,10 +90,11 @@ def reap(token: str, grace: float = 5.0) -> list[str]:
     return described
 
 
-def report(run: Run) -> dict:
-    """What tests/scripts/report_cluster.py printed of its cluster."""
-    (line,) = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
-    return json.loads(line.removeprefix("REPORT "))
+def report(run: Run, tag: str = "REPORT") -> dict:
+    """The JSON a script printed after ``tag``: by default what
+    tests/scripts/report_cluster.py saw of its cluster."""
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith(f"{tag} ")]
+    return json.loads(line.removeprefix(f"{tag} "))
 
 
 # How each launcher reports a rank killed by SIGKILL, naming its pid on one

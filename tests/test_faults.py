@@ -7,7 +7,6 @@ turns those notes into the reliability table of BENCHMARKS.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import signal
@@ -18,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import SCRIPTS, Session, launch, launcher_reported_kill, our_lines
+from launch import SCRIPTS, Session, launch, launcher_reported_kill, our_lines, report
 from start_daskmpi.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
 TRACEBACK = "Traceback (most recent call last)"
-
-
-def printed(run, tag: str) -> dict:
-    (line,) = [line for line in run.stdout.splitlines() if line.startswith(f"{tag} ")]
-    return json.loads(line.removeprefix(f"{tag} "))
 
 
 def until_line(session: Session, pattern: str) -> float:
@@ -49,7 +43,7 @@ def test_a_killed_worker_is_restarted_on_its_gpu_and_the_result_is_right(loopbac
     run = launch([*loopback, "--gpus-per-node", "2", script, "40"], np=4)
     record(run, "worker process SIGKILLed mid-computation")
     assert run.rc == 0 and run.leftovers == [], run
-    seen = printed(run, "FAULT")
+    seen = report(run, "FAULT")
     assert seen["total"] == sum(x * x for x in range(40))
     assert seen["restarted"] and seen["victim"] == f"{HOST}-gpu0"
     assert seen["device_before"] == seen["device_after"] == "0"
@@ -267,6 +261,10 @@ BAD_INPUT = {
     "--gpus-per-node -1": (["--gpus-per-node=-1", "job.py"], 3, {}, "expected 0 or more"),
     "port out of range": (["--scheduler-port", "70000", "job.py"], 3, {}, "a port number"),
     "bad --startup-timeout": (["--startup-timeout", "soon", "job.py"], 3, {}, "a duration"),
+    "--pre-import bad name": (["--pre-import", "numpy,dask-ml", "job.py"], 3, {},
+                              "not a module name: 'dask-ml'"),
+    "--pre-import not installed": (["--pre-import", "no_such_module", "job.py"], 3, {},
+                                   "--pre-import: no module named 'no_such_module'"),
     "--protocol without TLS": (["--protocol", "tcp", "job.py"], 3, {}, "add --no-tls"),
     "explicit port taken": (["--scheduler-port", "{taken}", "job.py"], 3, {}, "already in use"),
     "--log-dir unwritable": (["--log-dir", "notes.txt/logs", "job.py"], 3, {},
@@ -341,7 +339,7 @@ def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
     for name, run in runs.items():
         record(run, f"two launchers at once ({name})")
         assert run.rc == 0 and run.leftovers == [], run
-        assert printed(run, "REPORT")["answer"] == 42
+        assert report(run, "REPORT")["answer"] == 42
     scheduler = [re.search(r"Scheduler address: tls://127.0.0.1:(\d+)", r.stdout)[1]
                  for r in runs.values()]
     dashboard = [re.search(r"http://localhost:(\d+)/status", r.stdout)[1] for r in runs.values()]

@@ -92,6 +92,18 @@ def test_ranks_given_their_own_gpu_mask_keep_it(loopback):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("option, modules", [
+    ([], ["dask.array"]),  # the default, which the first computation would otherwise import
+    (["--pre-import", "colorsys,json.tool"], ["colorsys", "json.tool"]),
+])
+def test_the_scheduler_and_every_worker_pre_import(loopback, option, modules):
+    run = launch([*loopback, *option, str(SCRIPTS / "pre_imports.py"), *modules], np=4)
+    assert_clean(run)
+    seen = report(run, "IMPORTED")
+    assert len(seen) == 3 and all(found == modules for found in seen.values()), seen
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.skipif(count_gpus() > 1, reason="needs one GPU or none")
 def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)

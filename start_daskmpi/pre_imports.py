@@ -1,0 +1,62 @@
+"""Modules each Dask process imports in the background as soon as it starts,
+so that the user's first computation does not wait for them.
+
+Measured on an H100 node (BENCHMARKS.md): ``import dask.array`` takes about 2 s
+in a fresh process and CuPy's 0.5 s, and the scheduler (which unpickles each
+graph) and every worker paid them inside the first call.  A task that needs a
+module still being imported waits for that import (Python's import lock)
+instead of starting another.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+import threading
+from collections.abc import Sequence
+
+from .errors import LaunchError
+
+logger = logging.getLogger("start_daskmpi")
+
+DEFAULT = ("dask.array",)
+GPU_DEFAULT = ("cupy",)  # where it is installed, on GPU workers only
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def parse_modules(text: str) -> list[str]:
+    """--pre-import's value: module names, comma-separated; '' for none."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    bad = [name for name in names if not MODULE_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"not a module name: {bad[0]!r}")
+    return names
+
+
+def modules_for(requested: list[str] | None, gpu_worker: bool, has_cupy: bool) -> list[str]:
+    """What a process pre-imports: the modules asked for, else the defaults."""
+    if requested is not None:
+        return requested
+    return [*DEFAULT, *(GPU_DEFAULT if gpu_worker and has_cupy else ())]
+
+
+def check_modules(requested: list[str] | None, host: str) -> None:
+    """Each module asked for is installed here (its package found, not imported)."""
+    for name in requested or ():
+        if importlib.util.find_spec(name.partition(".")[0]) is None:
+            raise LaunchError(
+                f"--pre-import: no module named {name!r} on {host}: install it, or leave it out"
+            )
+
+
+def import_in_background(names: Sequence[str]) -> None:
+    def run() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # a module's own fault: the tasks that need it say more
+                logger.warning("--pre-import: importing %s failed: %s", name, e)
+
+    if names:
+        threading.Thread(target=run, name="pre-import", daemon=True).start()
