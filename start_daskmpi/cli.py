@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from .errors import LaunchError, report
+from .layout import DRIVER_RANK
 from .mpi import LINE_GRACE, abort_job, launcher_world, mpi_world
 from .node import this_node
 from .options import parse_args
@@ -46,9 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # non-zero, kills the others (Open MPI does at once).
             time.sleep(LINE_GRACE)
         return 2
-    from .roles import run_rank
-
     try:
+        if args.nanny and world.rank > DRIVER_RANK:
+            from .worker_processes import start_fork_server
+
+            # A worker's rank (or an idle one): its worker process's imports now
+            # overlap this rank's own and the scheduler's start.
+            start_fork_server()
+        from .roles import run_rank
+
         return run_rank(world, args)
     except Exception:
         # A fault of ours: the other ranks would wait for this one forever.

@@ -69,7 +69,6 @@ from .servers import (
     start_scheduler,
     stop_worker,
 )
-from .worker_processes import start_fork_server
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -142,8 +141,6 @@ async def serve_worker(
     world: Any, args: argparse.Namespace, layout: Layout, role: Role, log_file: Path,
     security: Security,
 ) -> int:
-    if args.nanny:
-        start_fork_server()  # its imports overlap the scheduler's start
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2

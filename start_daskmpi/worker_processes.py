@@ -24,14 +24,18 @@ def start_fork_server() -> None:
     started now, unless another start method than distributed's default was
     chosen in Dask's config."""
     option = "distributed.worker.multiprocessing-method"
-    if dask.config.get(option) != "spawn":
+    # The default is distributed's, which may not be imported yet.
+    if dask.config.get(option, "spawn") != "spawn":
         return
-    dask.config.set({option: "forkserver"})
     # distributed would otherwise, at the first nanny's start, import its
     # optional packages (pandas among them) into this process to preload them,
     # with no effect on a server already running: a private flag says it did.
     import distributed.utils
 
-    distributed.utils._forkserver_preload_set = True
     multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
-    multiprocessing.forkserver.ensure_running()
+    try:
+        multiprocessing.forkserver.ensure_running()
+    except OSError:
+        return  # no socket for it (an unusable $TMPDIR, say): spawn, as distributed does
+    distributed.utils._forkserver_preload_set = True
+    dask.config.set({option: "forkserver"})

@@ -190,3 +190,21 @@ def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chos
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=50, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.strip() == expected, done
+
+
+def test_without_a_fork_server_the_nanny_spawns_as_distributed_does(monkeypatch):
+    import multiprocessing.forkserver
+
+    import dask
+
+    from start_daskmpi import worker_processes
+
+    def no_socket() -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", no_socket)
+    monkeypatch.setattr(worker_processes, "PRELOAD", "json")  # nothing of ours preloaded
+    option = "distributed.worker.multiprocessing-method"
+    with dask.config.set({option: "spawn"}):
+        worker_processes.start_fork_server()
+        assert dask.config.get(option) == "spawn"
