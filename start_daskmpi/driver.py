@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import psutil
 from distributed import Client
 
 from .banners import ROUTE_HINT, connection_banner
@@ -39,6 +40,7 @@ from .security import (
 )
 from .servers import FAILURES_TOPIC, SchedulerInfo
 from .sites import route_is_a_guess, ssh_route
+from .walltime import job_end, stop_at, stopped_before_walltime
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -190,6 +192,11 @@ def drive(job: Job, reads_stdin: bool) -> int:
         )
     for note in notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
+    end = job_end(args.walltime, psutil.Process().create_time(), os.environ)
+    if end is not None and stop_at(end, args.walltime_margin) <= time.time():
+        report(f"the job's walltime ends at {end.describe()}, within --walltime-margin "
+               f"({args.walltime_margin:g} s): lower the margin, or ask for a longer job")
+        return 1
     try:
         client = Client(
             info.address, timeout=args.startup_timeout, security=security_from(job.credentials)
@@ -198,7 +205,8 @@ def drive(job: Job, reads_stdin: bool) -> int:
         report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
         return 1
     try:
-        with client, ended_if_scheduler_lost(client, info, job.log_dir):
+        with client, ended_if_scheduler_lost(client, info, job.log_dir), \
+                stopped_before_walltime(end, args.walltime_margin):
             point_clients_here(job)
             user = getpass.getuser()
             to_scheduler = ssh_route(args.ssh_hops, info.host, info.fqdn, user)
@@ -211,6 +219,9 @@ def drive(job: Job, reads_stdin: bool) -> int:
                       f". {job.client_folder / CLIENT_ENV}, then Client()")
                 if route_is_a_guess(args.ssh_hops, info.host, info.fqdn):
                     print(ROUTE_HINT)
+                if end is not None:
+                    print(f"Walltime: the job ends at {end.describe()}; Dask stops "
+                          f"{args.walltime_margin:g} s before (--walltime-margin)")
                 print()
                 if args.script:
                     return run_script_session(job, to_scheduler)

@@ -22,6 +22,7 @@ from .places import (
     parse_host_port,
 )
 from .pre_imports import parse_modules
+from .walltime import parse_clock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +70,18 @@ def _seconds(text: str) -> float:
             f"expected a duration such as 60, 90s or 2m (at most 30 days), got {text!r}"
         )
     return value
+
+
+def _walltime(text: str) -> float:
+    """A duration, or a walltime as batch systems write it ([[DD:]HH:]MM:SS)."""
+    if ":" not in text:
+        return _seconds(text)
+    try:
+        return parse_clock(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a walltime such as 01:30:00, 90m or 5400, got {text!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,16 @@ def add_run_options(group: Any) -> None:
     group.add_argument(
         "--startup-timeout", type=_seconds, default=120.0, metavar="SECONDS",
         help="seconds to wait for every worker to register (default 120)",
+    )
+    group.add_argument(
+        "--walltime", type=_walltime, metavar="TIME",
+        help="the job's walltime from the launcher's start, e.g. 01:30:00 or 90m "
+        "(default: the end Slurm, Cobalt or PBS gives)",
+    )
+    group.add_argument(
+        "--walltime-margin", type=_seconds, default=60.0, metavar="SECONDS",
+        help="stop the script or JupyterLab, as SIGTERM does, this long before the "
+        "walltime ends (default 60)",
     )
     group.add_argument(
         "-v", "--verbose", action="store_true", help="show Dask's INFO logs here too"

@@ -16,7 +16,8 @@ from .errors import report
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a walltime, a kill), raised in the driver as Ctrl-C raises
-    KeyboardInterrupt, so that the script's ``finally`` blocks run."""
+    KeyboardInterrupt, so that the script's ``finally`` blocks run; its text,
+    where it has one, says why it came."""
 
 
 class SchedulerLost(KeyboardInterrupt):
@@ -33,7 +34,7 @@ def announce_interrupt(error: KeyboardInterrupt) -> int:
         report(str(error))
         return 1
     signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
-    print(f"\nInterrupted ({signum.name}): stopping Dask", flush=True)
+    print(f"\nInterrupted ({str(error) or signum.name}): stopping Dask", flush=True)
     return 128 + signum
 
 

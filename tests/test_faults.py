@@ -132,6 +132,42 @@ def test_signal_interrupts_the_script_whose_finally_runs(
     assert TRACEBACK not in run.output, run
 
 
+@pytest.mark.reliability("fault")
+@pytest.mark.timeout(120)
+def test_the_walltime_stops_the_script_a_margin_before_it(loopback, tmp_path, record):
+    """Slurm's end of the job, 30 s off past the margin: the script is stopped
+    as SIGTERM stops it, its finally runs whole, and one line says why."""
+    marker = tmp_path / "saved"  # a line for each second of the finally that ran
+    ends = str(int(time.time()) + 90)
+    with Session([*loopback, "--walltime-margin", "60",
+                  str(SCRIPTS / "slow_finally.py"), "2", str(marker)],
+                 np=3, env={"SLURM_JOB_END_TIME": ends}) as session:
+        session.wait_for("READY")
+        run = session.finish(timeout=60)
+    record(run, "Slurm's walltime near, a 2 s finally")
+    assert run.rc == 143 and run.leftovers == [], run
+    assert marker.read_text().split() == ["0", "1"], run
+    clock = time.strftime("%H:%M:%S", time.localtime(int(ends)))
+    assert f"Walltime: the job ends at {clock} (Slurm); Dask stops 60 s before" in run.stdout
+    assert (f"Interrupted (the job's walltime ends at {clock} (Slurm), in 60 s "
+            "(--walltime-margin)): stopping Dask") in run.stdout, run
+    assert TRACEBACK not in run.output, run
+
+
+@pytest.mark.reliability("bad input")
+@pytest.mark.timeout(120)
+def test_a_walltime_already_within_the_margin_is_one_line(loopback, record):
+    run = launch([*loopback, "--walltime", "30", str(SCRIPTS / "report_cluster.py")], np=3)
+    record(run, "--walltime shorter than --walltime-margin")
+    assert run.rc == 1 and run.leftovers == [], run
+    (line,) = our_lines(run.stderr)
+    assert re.fullmatch(
+        r"start_daskmpi: error: the job's walltime ends at \d\d:\d\d:\d\d \(--walltime\), "
+        r"within --walltime-margin \(60 s\): lower the margin, or ask for a longer job", line
+    ), run
+    assert "REPORT" not in run.stdout and TRACEBACK not in run.output, run
+
+
 ENDINGS = {
     # how the script ends: (its source, mpirun's status, its traceback lines)
     "raises": ("raise ValueError('boom from the script')", 1, 1),

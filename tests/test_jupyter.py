@@ -275,6 +275,20 @@ def test_signal_to_mpirun_ends_everything(tmp_path, record, signum, status):
 
 @pytest.mark.reliability("fault")
 @pytest.mark.timeout(180)
+def test_the_walltime_stops_jupyterlab_a_margin_before_it(tmp_path, record):
+    walltime = ["--walltime", "100", "--walltime-margin", "60"]  # stops 40 s in
+    with Session([*walltime, *options(tmp_path)], np=3, cwd=ROOT) as session:
+        Lab(session)
+        run = session.finish(timeout=60)
+    record(run, "JupyterLab, --walltime near")
+    assert run.rc == 143 and run.leftovers == [], run
+    assert re.search(r"^Interrupted \(the job's walltime ends at \S+ \(--walltime\), in 60 s "
+                     r"\(--walltime-margin\)\): stopping Dask$", run.stdout, re.M), run
+    assert "Traceback" not in run.output, run
+
+
+@pytest.mark.reliability("fault")
+@pytest.mark.timeout(180)
 def test_a_hard_kill_of_the_whole_launcher_leaves_nothing_running(tmp_path, record):
     """SIGKILL to mpirun's whole process group, which no process can catch:
     JupyterLab, started in a session of its own, ends with its rank all the

@@ -1,0 +1,131 @@
+"""The job's end, as its batch system gives it, and the driver's stop a margin
+before it: the script is interrupted as SIGTERM does (its ``finally`` blocks
+run), JupyterLab stops and the job ends with one line that says why, instead
+of the batch system killing every rank mid-write.
+
+Slurm exports the end (``SLURM_JOB_END_TIME``, since 21.08), Cobalt too
+(``COBALT_ENDTIME``); PBS Pro gives the start and the walltime to ``qstat``.
+Elsewhere, ``--walltime`` counts from the launcher's start.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .script import Terminated
+
+logger = logging.getLogger("start_daskmpi")
+
+QSTAT_TIMEOUT = 10.0  # seconds PBS's qstat may take to answer, once, at the start
+PBS_TIME = "%a %b %d %H:%M:%S %Y"  # qstat's stime: "Fri Nov 27 20:00:00 2026"
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    at: float  # seconds since the epoch
+    source: str  # who said so, for the user: "Slurm", "--walltime", ...
+
+    def describe(self) -> str:
+        return f"{time.strftime('%H:%M:%S', time.localtime(self.at))} ({self.source})"
+
+
+class WalltimeReached(Terminated):
+    """Raised in the driver, as SIGTERM is, a margin before the job's end."""
+
+
+def parse_clock(text: str) -> float:
+    """A walltime as batch systems write it: [[DD:]HH:]MM:SS, or seconds."""
+    if not re.fullmatch(r"\d+(:\d+){0,3}", text):
+        raise ValueError(f"not a walltime: {text!r}")
+    seconds = 0.0
+    for part, unit in zip(reversed(text.split(":")), (1, 60, 3600, 86400), strict=False):
+        seconds += int(part) * unit
+    return seconds
+
+
+def pbs_job_end(job_id: str, qstat: Callable[[list[str]], str]) -> float | None:
+    """Start plus walltime of a PBS Pro job, as ``qstat -f -F json`` shows them."""
+    try:
+        (job,) = json.loads(qstat(["qstat", "-f", "-F", "json", job_id]))["Jobs"].values()
+        started = time.mktime(time.strptime(job["stime"], PBS_TIME))
+        return started + parse_clock(job["Resource_List"]["walltime"])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as e:
+        logger.info("no walltime from PBS's qstat for %s: %s", job_id, e)
+        return None
+
+
+def run_qstat(command: list[str]) -> str:
+    if shutil.which(command[0]) is None:
+        raise OSError(f"{command[0]} not found")
+    return subprocess.run(command, capture_output=True, text=True, check=True,
+                          timeout=QSTAT_TIMEOUT).stdout
+
+
+def job_end(
+    walltime: float | None, started: float, environ: Mapping[str, str],
+    qstat: Callable[[list[str]], str] = run_qstat,
+) -> JobEnd | None:
+    """When the job ends: ``--walltime`` from ``started``, else what the batch
+    system says; None where nothing says."""
+    if walltime is not None:
+        return JobEnd(started + walltime, "--walltime")
+    for variable, system in (("SLURM_JOB_END_TIME", "Slurm"), ("COBALT_ENDTIME", "Cobalt")):
+        if environ.get(variable, "").isdigit():
+            return JobEnd(float(environ[variable]), system)
+    if environ.get("PBS_JOBID"):
+        at = pbs_job_end(environ["PBS_JOBID"], qstat)
+        return JobEnd(at, "PBS") if at is not None else None
+    return None
+
+
+def stop_at(end: JobEnd, margin: float) -> float:
+    """When the driver stops the job: ``margin`` seconds before its end."""
+    return end.at - margin
+
+
+@contextlib.contextmanager
+def stopped_before_walltime(end: JobEnd | None, margin: float) -> Iterator[None]:
+    """Interrupt the main thread, as SIGTERM does, ``margin`` seconds before
+    ``end``; the interrupt says why (WalltimeReached)."""
+    if end is None:
+        yield
+        return
+    reached, done = threading.Event(), threading.Event()
+    main = threading.main_thread().ident
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def watch() -> None:
+        if not done.wait(max(0.0, stop_at(end, margin) - time.time())):
+            reached.set()
+            # A real signal, not interrupt_main(): it also ends a blocking wait.
+            signal.pthread_kill(main, signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if reached.is_set():
+            raise WalltimeReached(
+                f"the job's walltime ends at {end.describe()}, in {margin:g} s "
+                "(--walltime-margin)"
+            )
+        if not callable(previous):
+            raise Terminated
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    watcher = threading.Thread(target=watch, name="walltime", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
