@@ -4,7 +4,6 @@ worker, prints where things are, then runs the script, or JupyterLab until
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import logging
@@ -27,8 +26,9 @@ from distributed import Client
 from .banners import ROUTE_HINT, connection_banner
 from .errors import LaunchError, report
 from .jupyterlab_mode import serve_jupyterlab
-from .layout import SCHEDULER_RANK, Layout, format_ranks
+from .layout import SCHEDULER_RANK, Layout, Role
 from .node import short_hostname
+from .registration import Registration, min_workers
 from .script import SchedulerLost, Terminated, announce_interrupt, raise_terminated, run_script
 from .security import (
     Credentials,
@@ -38,7 +38,7 @@ from .security import (
     write_client_credentials,
     write_private,
 )
-from .servers import FAILURES_TOPIC, SchedulerInfo
+from .servers import SchedulerInfo
 from .sites import route_is_a_guess, ssh_route
 from .walltime import job_end, stop_at, stopped_before_walltime
 
@@ -123,31 +123,6 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
         raise SchedulerLost(message)
 
 
-def wait_for_workers(client: Client, layout: Layout, timeout: float, log_dir: Path) -> None:
-    """Return once every planned worker has registered; raise LaunchError at
-    the first failure a worker reports, or naming the missing ones at timeout."""
-    expected = layout.workers
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.wait_for_workers(len(expected), timeout=min(1.0, timeout))
-            return
-        except (TimeoutError, asyncio.TimeoutError):  # one and the same since Python 3.11
-            pass
-        failed = [message for _, message in client.get_events(FAILURES_TOPIC)]
-        if failed:
-            raise LaunchError(f"{'; '.join(failed)}; see the logs in {log_dir}")
-        if time.monotonic() >= deadline:
-            break
-    seen = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-    missing = [role for role in expected if role.name not in seen]
-    raise LaunchError(
-        f"{len(missing)} of {len(expected)} workers did not register within "
-        f"{timeout:g} s: rank(s) {format_ranks(r.rank for r in missing)} "
-        f"({', '.join(str(r.name) for r in missing)}); see their logs in {log_dir}"
-    )
-
-
 @dataclass
 class Job:
     """What the driver knows of the job it drives."""
@@ -157,10 +132,16 @@ class Job:
     layout: Layout
     log_dir: Path
     credentials: Credentials | None  # the driver's own
-    # Set once every planned worker has registered: from then on, one that
-    # leaves for good was lost, not failed to start.
+    # Set once enough workers have registered (--min-workers): from then on, one
+    # that came and leaves for good was lost, not failed to start.
     workers_came: threading.Event = field(default_factory=threading.Event)
+    registration: Registration | None = None
     client_folder: Path | None = None  # the client's credentials as files, while it runs
+
+    def workers_seen(self) -> list[Role]:
+        """The planned workers that registered at some point."""
+        came = self.registration.came if self.registration else set()
+        return [role for role in self.layout.workers if str(role.name) in came]
 
     def end(self, code: int) -> None:
         """Leave what the job leaves once its status is known: the status, for
@@ -210,10 +191,18 @@ def drive(job: Job, reads_stdin: bool) -> int:
             point_clients_here(job)
             user = getpass.getuser()
             to_scheduler = ssh_route(args.ssh_hops, info.host, info.fqdn, user)
+            late = threading.Event()  # set: stop watching for late workers
             try:
-                wait_for_workers(client, job.layout, args.startup_timeout, job.log_dir)
+                job.registration = Registration(client, job.layout.workers, job.log_dir)
+                deadline = time.monotonic() + args.startup_timeout
+                need = min_workers(args.min_workers, len(job.layout.workers))
+                job.registration.wait(need, args.startup_timeout)
                 job.workers_came.set()
                 print(f"Client status: {client}")
+                if job.registration.missing():
+                    print(f"Workers: {len(job.registration.came)} of {len(job.layout.workers)} "
+                          f"registered (--min-workers {need}); the others join as they come")
+                    job.registration.watch_late(deadline, late)
                 print(f"Logs: {job.log_dir}")
                 print(f"Another client of yours, from a shell on {short_hostname()}: "
                       f". {job.client_folder / CLIENT_ENV}, then Client()")
@@ -231,6 +220,8 @@ def drive(job: Job, reads_stdin: bool) -> int:
             except LaunchError as e:
                 report(str(e))
                 return 1
+            finally:
+                late.set()
     finally:
         close_clients_left_open()
 

@@ -83,13 +83,13 @@ async def workers_lost(address: str, security: Security, workers: list[Role]) ->
 
 
 def end_at_once_if_workers_were_lost(
-    world: Any, layout: Layout, address: str, security: Security, code: int
+    world: Any, workers: list[Role], address: str, security: Security, code: int
 ) -> None:
-    """Workers that left the cluster for good by the end (their node lost, its
-    link cut): MPI may never reach their ranks again, and a message to them can
-    hang, or crash the MPI library.  Name them, and end the job now with the
-    script's status."""
-    lost = asyncio.run(workers_lost(address, security, layout.workers))
+    """Of ``workers`` (those that registered), the ones that left the cluster
+    for good by the end (their node lost, its link cut): MPI may never reach
+    their ranks again, and a message to them can hang, or crash the MPI
+    library.  Name them, and end the job now with the script's status."""
+    lost = asyncio.run(workers_lost(address, security, workers))
     logger.info("at the end, workers lost: %s", [role.name for role in lost])
     if lost:
         hosts = ", ".join(dict.fromkeys(role.host for role in lost))

@@ -72,6 +72,29 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _path_text(text: str) -> str:
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("a path cannot hold a NUL character")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_path_text(text))
+
+
+def _min_workers(text: str) -> float:
+    """A count of workers (1 or more), or a fraction of them (above 0, below 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < 1 or (value >= 1 and value.is_integer())):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers such as 14, or a fraction such as 0.9, got {text!r}"
+        )
+    return value
+
+
 def _walltime(text: str) -> float:
     """A duration, or a walltime as batch systems write it ([[DD:]HH:]MM:SS)."""
     if ":" not in text:
@@ -204,7 +227,7 @@ def add_worker_options(group: Any) -> None:
         "or auto: the node's memory shared among its workers (default)",
     )
     group.add_argument(
-        "--local-directory", metavar="DIR",
+        "--local-directory", type=_path_text, metavar="DIR",
         help="node-local scratch for spilling (default: first writable of $TMPDIR, "
         f"the site's scratch, {', '.join(NODE_SCRATCH)}, /tmp)",
     )
@@ -284,21 +307,27 @@ def add_network_options(group: Any) -> None:
 
 def add_run_options(group: Any) -> None:
     group.add_argument(
-        "--scheduler-file", metavar="FILE",
+        "--scheduler-file", type=_path_text, metavar="FILE",
         help="write the scheduler's address here, for other clients",
     )
     group.add_argument(
-        "--log-dir", type=Path, metavar="DIR",
+        "--log-dir", type=_path, metavar="DIR",
         help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
     )
     group.add_argument(
-        "--status-file", type=Path, metavar="FILE",
+        "--status-file", type=_path, metavar="FILE",
         help="write the job's exit status here once the script ends, for a batch script: "
         "an MPI launcher may report another (Open MPI's mpirun, losing a node, says 0)",
     )
     group.add_argument(
         "--startup-timeout", type=_seconds, default=120.0, metavar="SECONDS",
         help="seconds to wait for every worker to register (default 120)",
+    )
+    group.add_argument(
+        "--min-workers", type=_min_workers, metavar="N",
+        help="start the script once N workers (or a fraction, e.g. 0.9) have registered; "
+        "the others join as they come, and those that never do are named at "
+        "--startup-timeout while the job goes on (default: every worker)",
     )
     group.add_argument(
         "--walltime", type=_walltime, metavar="TIME",
@@ -326,7 +355,7 @@ def add_plan_options(group: Any) -> None:
                        help="nodes in the job (default 1)")
     group.add_argument("-np", "--ranks", type=_rank_count, metavar="N",
                        help="ranks mpirun would start (default: the count that fits)")
-    group.add_argument("--hostfile", metavar="FILE",
+    group.add_argument("--hostfile", type=_path_text, metavar="FILE",
                        help="the job's node file, for the launch lines (default: $NODEFILE)")
 
 

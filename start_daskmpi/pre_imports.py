@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 import re
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -41,10 +42,21 @@ def modules_for(requested: list[str] | None, gpu_worker: bool, has_cupy: bool) -
     return [*DEFAULT, *(GPU_DEFAULT if gpu_worker and has_cupy else ())]
 
 
+def installed(name: str) -> bool:
+    """Whether ``name``'s top package is here, found without importing it."""
+    top = name.partition(".")[0]
+    if top in sys.modules:  # __main__ among them, whose spec may be None
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_modules(requested: list[str] | None, host: str) -> None:
-    """Each module asked for is installed here (its package found, not imported)."""
+    """Each module asked for is installed here."""
     for name in requested or ():
-        if importlib.util.find_spec(name.partition(".")[0]) is None:
+        if not installed(name):
             raise LaunchError(
                 f"--pre-import: no module named {name!r} on {host}: install it, or leave it out"
             )

@@ -197,7 +197,8 @@ def serve_driver(
         with hard_exit_ends_the_job(world, layout.hosts, job.end):
             code = drive_until_interrupted(job, reads_stdin=False)
         if job.workers_came.is_set():
-            end_at_once_if_workers_were_lost(world, layout, info.address, security, code)
+            end_at_once_if_workers_were_lost(world, job.workers_seen(), info.address, security,
+                                             code)
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
     return code

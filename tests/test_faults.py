@@ -11,13 +11,22 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from launch import SCRIPTS, Session, launch, launcher_reported_kill, our_lines, report
+from launch import (
+    LAUNCHER,
+    SCRIPTS,
+    Session,
+    launch,
+    launcher_reported_kill,
+    our_lines,
+    report,
+)
 from start_daskmpi.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
@@ -253,6 +262,33 @@ def test_a_worker_that_fails_to_start_ends_the_job_at_once(loopback, record):
     assert run.seconds < 60, run  # not the 120 s startup timeout
     (line,) = our_lines(run.stderr)
     assert f"worker {HOST}-cpu0 (rank 2) failed: RuntimeError: bad preload" in line, run
+
+
+@pytest.mark.reliability("fault")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("preload, why", [
+    ("import time; time.sleep(600)", "never registered"),  # a node slow to come up
+    ("raise RuntimeError('bad preload')", "failed: RuntimeError: bad preload"),
+], ids=["slow", "broken"])
+def test_with_min_workers_the_script_starts_without_the_missing_ones(
+    loopback, tmp_path, record, preload, why
+):
+    """Past --startup-timeout (5 s), the script still running, the missing worker
+    is named; the job ends in order, with the script's status."""
+    script = tmp_path / "job.py"
+    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(10)\n")
+    wrapper = [str(SCRIPTS / "last_rank_preload.sh"), sys.executable, str(LAUNCHER)]
+    run = launch(
+        [*loopback, "--min-workers", "1", "--startup-timeout", "5", str(script)],
+        np=4, launcher=wrapper, env={"LAST_RANK_PRELOAD": preload}, timeout=60,
+    )
+    record(run, f"--min-workers 1, one of 2 workers {why.split(':')[0]}")
+    assert "Workers: 1 of 2 registered (--min-workers 1); the others join as they come" in (
+        run.stdout), run
+    assert "READY" in run.stdout, run  # the script ran with one worker
+    lines = our_lines(run.stderr)
+    assert any(f"{HOST}-cpu1" in line and why in line for line in lines), run
+    assert run.rc == 0 and TRACEBACK not in run.output and run.leftovers == [], run
 
 
 # --------------------------------------------------------------------------

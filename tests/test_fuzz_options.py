@@ -72,6 +72,15 @@ VALUES = {
     "--scheduler-file": path_names, "--log-dir": path_names, "--status-file": path_names,
     "--startup-timeout": durations, "--nodes": numbers, "-np": numbers, "--ranks": numbers,
     "--hostfile": path_names,
+    "--pre-import": st.one_of(
+        st.sampled_from(["", "dask.array,cupy", "__main__", "os.path", "a-b", ",", "no_such"]),
+        any_text,
+    ),
+    "--min-workers": st.one_of(st.sampled_from(["0.9", "0.0", "1.0", "1e9", "-0.5"]), numbers),
+    "--walltime": st.one_of(
+        st.sampled_from(["01:30:00", "1:00:00:00", "00:00", "1:xx", "::", "99:99"]), durations
+    ),
+    "--walltime-margin": durations,
 }
 SWITCHES = ["--nanny", "--no-nanny", "--tls", "--no-tls", "--require-gpu", "-v", "--verbose",
             "--plan", "--launch-command"]

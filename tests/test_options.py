@@ -188,3 +188,12 @@ def test_what_each_option_becomes():
         parse_args(["--nodes", "2", "job.py"])
     assert str(planless.value) == \
         "-np, --nodes and --hostfile describe a job for --plan: add --plan, or drop them"
+
+
+@pytest.mark.parametrize("option", [
+    "--log-dir", "--local-directory", "--scheduler-file", "--status-file", "--hostfile",
+])
+def test_a_path_with_a_nul_is_one_line(option):
+    """The fuzz found it: os.makedirs('\\0') raised ValueError, a traceback."""
+    with pytest.raises(LaunchError, match="a path cannot hold a NUL character"):
+        parse_args([option, "logs\0x"])

@@ -178,14 +178,21 @@ def test_the_protocol_each_server_speaks(tmp_path):
 def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chosen(
     method, expected
 ):
+    """A process started as the nanny starts its worker's (distributed's own
+    context) has the fork server for its parent, not this process."""
     code = (
-        "import dask, psutil\n"
+        "import os, time, dask, psutil\n"
+        "from distributed.utils import get_mp_context\n"
         "from start_daskmpi.worker_processes import start_fork_server\n"
         f"dask.config.set({{'distributed.worker.multiprocessing-method': {method!r}}})\n"
         "start_fork_server()\n"
+        "child = get_mp_context().Process(target=time.sleep, args=(10,))\n"
+        "child.start()\n"
+        "parent = psutil.Process(child.pid).parent()\n"
         "print(dask.config.get('distributed.worker.multiprocessing-method'),\n"
-        "      any('multiprocessing.forkserver' in ' '.join(child.cmdline())\n"
-        "          for child in psutil.Process().children()))\n"
+        "      parent.pid != os.getpid()\n"
+        "      and 'multiprocessing.forkserver' in ' '.join(parent.cmdline()))\n"
+        "child.kill()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=50, cwd=Path(__file__).resolve().parent.parent)
