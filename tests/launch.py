@@ -7,6 +7,7 @@ moved them into sessions of their own.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -23,6 +24,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from start_daskmpi.worker_processes import nanny_survives_fast_starts
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "start_daskmpi.py"
@@ -44,6 +47,9 @@ def mpirun() -> str | None:
 # For a test that reaches mpirun other than through launch() or Session with np
 # ranks, which skip by themselves.
 NEEDS_MPIRUN = pytest.mark.skipif(mpirun() is None, reason=NO_MPIRUN)
+# Whether the nanny's worker processes come from a fork server here
+# (start_daskmpi/worker_processes.py: not under distributed before 2026.7).
+FORK_SERVER = nanny_survives_fast_starts(importlib.metadata.version("distributed"))
 
 
 def is_open_mpi(command: str) -> bool:

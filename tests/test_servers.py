@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from distributed import Nanny, Security, Worker
 
+from launch import FORK_SERVER
 from start_daskmpi.checks import check_dask_cuda
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import uses_dask_cuda
@@ -25,6 +26,7 @@ from start_daskmpi.servers import (
     environment,
     make_worker,
 )
+from start_daskmpi.worker_processes import nanny_survives_fast_starts
 
 GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
 AMD_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30, pin="ROCR_VISIBLE_DEVICES")
@@ -172,7 +174,8 @@ def test_the_protocol_each_server_speaks(tmp_path):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method, expected", [
-    ("spawn", "forkserver True"),  # distributed's default: ours replaces it
+    # distributed's default: ours replaces it, where distributed is recent enough
+    ("spawn", "forkserver True" if FORK_SERVER else "spawn False"),
     ("fork", "fork False"),  # a method of the user's own choosing is left as it is
 ])
 def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chosen(
@@ -215,3 +218,11 @@ def test_without_a_fork_server_the_nanny_spawns_as_distributed_does(monkeypatch)
     with dask.config.set({option: "spawn"}):
         worker_processes.start_fork_server()
         assert dask.config.get(option) == "spawn"
+
+
+@pytest.mark.parametrize("version, survives", [
+    ("2024.8.0", False), ("2026.6.2", False), ("2026.7.0", True), ("2026.8.0", True),
+    ("2027.1.0", True), ("2026.10.1+3.gabc", True),
+])
+def test_the_fork_server_waits_for_the_nanny_fix(version, survives):
+    assert nanny_survives_fast_starts(version) is survives
