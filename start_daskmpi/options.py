@@ -238,6 +238,11 @@ def add_worker_options(group: Any) -> None:
         "ends the job",
     )
     group.add_argument(
+        "--preload", action="append", metavar="MODULE", type=_path_text,
+        help="a module, or a .py file, that every worker runs as it starts (its "
+        "dask_setup(worker)), as `dask worker --preload` does; repeatable",
+    )
+    group.add_argument(
         "--pre-import", type=_modules, metavar="MODULES",
         help="modules every worker and the scheduler import as they start, in the "
         "background, so that the first computation does not wait for them, "

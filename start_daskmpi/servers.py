@@ -126,6 +126,8 @@ def worker_options(
         dashboard_address="127.0.0.1:0",
         # Past the driver's own wait, so that the driver names the missing workers.
         death_timeout=args.startup_timeout + STARTUP_MARGIN,
+        # None: Dask's config (distributed.worker.preload) decides, as it would.
+        preload=args.preload,
     )
 
 

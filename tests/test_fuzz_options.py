@@ -71,7 +71,7 @@ VALUES = {
     "--ssh-hops": st.one_of(st.sampled_from(["a@b,c", "login", ",", "a,,b"]), any_text),
     "--scheduler-file": path_names, "--log-dir": path_names, "--status-file": path_names,
     "--startup-timeout": durations, "--nodes": numbers, "-np": numbers, "--ranks": numbers,
-    "--hostfile": path_names,
+    "--hostfile": path_names, "--preload": path_names,
     "--pre-import": st.one_of(
         st.sampled_from(["", "dask.array,cupy", "__main__", "os.path", "a-b", ",", "no_such"]),
         any_text,

@@ -105,6 +105,15 @@ def test_the_scheduler_and_every_worker_pre_import(loopback, option, modules):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("nanny", ["--nanny", "--no-nanny"])
+def test_every_worker_runs_the_preload(loopback, nanny):
+    preload = ["--preload", str(SCRIPTS / "preload_mark.py")]
+    run = launch([*loopback, nanny, *preload, str(SCRIPTS / "report_preloads.py")], np=4)
+    assert_clean(run)
+    assert report(run, "PRELOADED") == ["preload_mark.py", "preload_mark.py"], run
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.skipif(count_gpus() > 1, reason="needs one GPU or none")
 def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)
