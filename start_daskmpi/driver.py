@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dask
 import psutil
@@ -29,7 +28,13 @@ from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, Role
 from .node import short_hostname
 from .registration import Registration, min_workers
-from .script import SchedulerLost, Terminated, announce_interrupt, raise_terminated, run_script
+from .script import (
+    SchedulerLost,
+    announce_interrupt,
+    main_interrupted_when,
+    raise_terminated,
+    run_script,
+)
 from .security import (
     Credentials,
     private_folder,
@@ -83,15 +88,12 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
     the walltime.  Where mpirun kills every rank as soon as one dies (MPICH,
     Open MPI), this has no time to act; where it does not (srun without
     --kill-on-bad-exit), or where the scheduler closed itself, it ends the job."""
-    lost = threading.Event()
-    done = threading.Event()
-    main = threading.main_thread().ident
     message = (
         f"lost the scheduler (rank {SCHEDULER_RANK} on {info.host}): the job ends; "
         f"see {log_dir / f'rank{SCHEDULER_RANK}-scheduler.log'}"
     )
 
-    def watch() -> None:
+    def gone_for_good(done: threading.Event) -> bool:
         gone_since = None
         while not done.wait(WATCH_INTERVAL):
             if client.status == "running":
@@ -99,26 +101,18 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
             elif gone_since is None:
                 gone_since = time.monotonic()
             elif time.monotonic() - gone_since > SCHEDULER_LOST_GRACE:
-                lost.set()
-                # A real signal, not interrupt_main(): it also ends a blocking wait.
-                signal.pthread_kill(main, signal.SIGTERM)
-                return
+                return True
+        return False
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise SchedulerLost(message) if lost.is_set() else Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    watcher = threading.Thread(target=watch, name="watch the scheduler", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-        signal.signal(signal.SIGTERM, previous)
-        if client.status != "running":
-            # Closing a client that still tries to reconnect logs a traceback per try.
-            logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    with main_interrupted_when(
+        gone_for_good, lambda: SchedulerLost(message), "watch the scheduler"
+    ) as lost:
+        try:
+            yield
+        finally:
+            if client.status != "running":
+                # Closing a client that still tries to reconnect logs a traceback per try.
+                logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if client.status != "running" and not lost.is_set():  # the script's futures failed first
         raise SchedulerLost(message)
 

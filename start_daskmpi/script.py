@@ -3,12 +3,14 @@ on sys.path, its exit status and traceback), and the interrupts that end it
 early: Ctrl-C, SIGTERM, a scheduler gone for good."""
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import report
@@ -26,6 +28,42 @@ class SchedulerLost(KeyboardInterrupt):
 
 def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
+
+
+@contextlib.contextmanager
+def main_interrupted_when(
+    fired: Callable[[threading.Event], bool], interruption: Callable[[], KeyboardInterrupt],
+    name: str,
+) -> Iterator[threading.Event]:
+    """Run ``fired(done)`` in a thread named ``name`` (``done``: stop looking);
+    where it returns True, interrupt the main thread as SIGTERM does, raising
+    ``interruption()`` there.  A SIGTERM from outside goes to the handler there
+    was, Terminated where none.  Yields the event set once it fired."""
+    done, reached = threading.Event(), threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        if fired(done):
+            reached.set()
+            # A real signal, not interrupt_main(): it also ends a blocking wait.
+            signal.pthread_kill(main, signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if reached.is_set():
+            raise interruption()
+        if not callable(previous):
+            raise Terminated
+        previous(signum, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    watcher = threading.Thread(target=watch, name=name, daemon=True)
+    watcher.start()
+    try:
+        yield reached
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def announce_interrupt(error: KeyboardInterrupt) -> int:

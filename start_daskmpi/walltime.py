@@ -14,15 +14,13 @@ import json
 import logging
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from .script import Terminated
+from .script import Terminated, main_interrupted_when
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -100,32 +98,14 @@ def stopped_before_walltime(end: JobEnd | None, margin: float) -> Iterator[None]
     if end is None:
         yield
         return
-    reached, done = threading.Event(), threading.Event()
-    main = threading.main_thread().ident
-    previous = signal.getsignal(signal.SIGTERM)
 
-    def watch() -> None:
-        if not done.wait(max(0.0, stop_at(end, margin) - time.time())):
-            reached.set()
-            # A real signal, not interrupt_main(): it also ends a blocking wait.
-            signal.pthread_kill(main, signal.SIGTERM)
+    def stop_time_came(done: threading.Event) -> bool:
+        return not done.wait(max(0.0, stop_at(end, margin) - time.time()))
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        if reached.is_set():
-            raise WalltimeReached(
-                f"the job's walltime ends at {end.describe()}, in {margin:g} s "
-                "(--walltime-margin)"
-            )
-        if not callable(previous):
-            raise Terminated
-        previous(signum, frame)
+    def why() -> WalltimeReached:
+        return WalltimeReached(
+            f"the job's walltime ends at {end.describe()}, in {margin:g} s (--walltime-margin)"
+        )
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    watcher = threading.Thread(target=watch, name="walltime", daemon=True)
-    watcher.start()
-    try:
+    with main_interrupted_when(stop_time_came, why, "walltime"):
         yield
-    finally:
-        done.set()
-        watcher.join()
-        signal.signal(signal.SIGTERM, previous)
