@@ -21,9 +21,24 @@ The modules, from the command line down (README's "How the code is laid out"):
   inside JupyterLab when JupyterLab runs on another node than the scheduler;
   lab_proxy_guard: JupyterLab's proxy limited to the dashboard;
   banners: what the user is told to type.
+- dask_mpi_api: dask-mpi's initialize(), send_close_signal() and execute(),
+  importable from the package itself.
 
 Importing the package has no side effects: MPI is initialised in ``main`` only,
 and the pure modules import neither distributed nor mpi4py.
 """
 
 __version__ = "0.2.0"
+
+API = ("initialize", "send_close_signal", "execute")
+__all__ = list(API)
+
+
+def __getattr__(name: str) -> object:
+    # Imported when first asked for: a plan or a nanny's process imports the
+    # package without needing Dask.
+    if name in API:
+        from . import dask_mpi_api
+
+        return getattr(dask_mpi_api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -60,7 +60,7 @@ def dashboard_lines(port: int, inside_lab: tuple[int, int] | None = None) -> lis
 def connection_banner(dashboard_port: int | None, route: Sequence[str]) -> str:
     """With a script: how to reach the dashboard while it runs."""
     if dashboard_port is None:
-        return "The Dask dashboard is off (install bokeh to get it)."
+        return "The Dask dashboard is off (--no-dashboard, or bokeh is not installed)."
     return "\n".join(
         tunnel_lines("the Dask dashboard", route, [dashboard_port])
         + dashboard_lines(dashboard_port)

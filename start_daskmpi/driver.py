@@ -152,10 +152,12 @@ def run_script_session(job: Job, route: list[str]) -> int:
     return code
 
 
-def drive(job: Job, reads_stdin: bool) -> int:
-    """Connect, wait for every worker, print where things are, then run the
-    script, or JupyterLab until 'stop'; ``reads_stdin`` says whether 'stop'
-    is typed here."""
+@contextlib.contextmanager
+def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
+    """Connect, wait for enough workers and print where things are; yields the
+    driver's client and the SSH route to the scheduler's node.  While in it,
+    a scheduler gone for good and the walltime interrupt the main thread.
+    Raises LaunchError for what stops the job before it starts."""
     args, info = job.args, job.info
     print(f"Scheduler address: {info.address} on node {info.host}")
     print("Starting the workers")
@@ -169,55 +171,62 @@ def drive(job: Job, reads_stdin: bool) -> int:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
     end = job_end(args.walltime, psutil.Process().create_time(), os.environ)
     if end is not None and stop_at(end, args.walltime_margin) <= time.time():
-        report(f"the job's walltime ends at {end.describe()}, within --walltime-margin "
-               f"({args.walltime_margin:g} s): lower the margin, or ask for a longer job")
-        return 1
+        raise LaunchError(
+            f"the job's walltime ends at {end.describe()}, within --walltime-margin "
+            f"({args.walltime_margin:g} s): lower the margin, or ask for a longer job"
+        )
     try:
         client = Client(
             info.address, timeout=args.startup_timeout, security=security_from(job.credentials)
         )
     except OSError as e:
-        report(f"cannot reach the scheduler at {info.address} ({e}): check --interface")
-        return 1
+        raise LaunchError(
+            f"cannot reach the scheduler at {info.address} ({e}): check --interface"
+        ) from None
+    late = threading.Event()  # set: stop watching for late workers
     try:
         with client, ended_if_scheduler_lost(client, info, job.log_dir), \
                 stopped_before_walltime(end, args.walltime_margin):
             point_clients_here(job)
-            user = getpass.getuser()
-            to_scheduler = ssh_route(args.ssh_hops, info.host, info.fqdn, user)
-            late = threading.Event()  # set: stop watching for late workers
-            try:
-                job.registration = Registration(client, job.layout.workers, job.log_dir)
-                deadline = time.monotonic() + args.startup_timeout
-                need = min_workers(args.min_workers, len(job.layout.workers))
-                job.registration.wait(need, args.startup_timeout)
-                job.workers_came.set()
-                print(f"Client status: {client}")
-                if job.registration.missing():
-                    print(f"Workers: {len(job.registration.came)} of {len(job.layout.workers)} "
-                          f"registered (--min-workers {need}); the others join as they come")
-                    job.registration.watch_late(deadline, late)
-                print(f"Logs: {job.log_dir}")
-                print(f"Another client of yours, from a shell on {short_hostname()}: "
-                      f". {job.client_folder / CLIENT_ENV}, then Client()")
-                if route_is_a_guess(args.ssh_hops, info.host, info.fqdn):
-                    print(ROUTE_HINT)
-                if end is not None:
-                    print(f"Walltime: the job ends at {end.describe()}; Dask stops "
-                          f"{args.walltime_margin:g} s before (--walltime-margin)")
-                print()
-                if args.script:
-                    return run_script_session(job, to_scheduler)
-                to_here = ssh_route(args.ssh_hops, short_hostname(), socket.getfqdn(), user)
-                return serve_jupyterlab(args, client, info, (to_here, to_scheduler),
-                                        job.log_dir, reads_stdin)
-            except LaunchError as e:
-                report(str(e))
-                return 1
-            finally:
-                late.set()
+            job.registration = Registration(client, job.layout.workers, job.log_dir)
+            deadline = time.monotonic() + args.startup_timeout
+            need = min_workers(args.min_workers, len(job.layout.workers))
+            job.registration.wait(need, args.startup_timeout)
+            job.workers_came.set()
+            print(f"Client status: {client}")
+            if job.registration.missing():
+                print(f"Workers: {len(job.registration.came)} of {len(job.layout.workers)} "
+                      f"registered (--min-workers {need}); the others join as they come")
+                job.registration.watch_late(deadline, late)
+            print(f"Logs: {job.log_dir}")
+            print(f"Another client of yours, from a shell on {short_hostname()}: "
+                  f". {job.client_folder / CLIENT_ENV}, then Client()")
+            if route_is_a_guess(args.ssh_hops, info.host, info.fqdn):
+                print(ROUTE_HINT)
+            if end is not None:
+                print(f"Walltime: the job ends at {end.describe()}; Dask stops "
+                      f"{args.walltime_margin:g} s before (--walltime-margin)")
+            print()
+            yield client, ssh_route(args.ssh_hops, info.host, info.fqdn, getpass.getuser())
     finally:
+        late.set()
         close_clients_left_open()
+
+
+def drive(job: Job, reads_stdin: bool) -> int:
+    """Run the script on the cluster, or JupyterLab until 'stop'; ``reads_stdin``
+    says whether 'stop' is typed here."""
+    try:
+        with connected(job) as (client, to_scheduler):
+            if job.args.script:
+                return run_script_session(job, to_scheduler)
+            to_here = ssh_route(job.args.ssh_hops, short_hostname(), socket.getfqdn(),
+                                getpass.getuser())
+            return serve_jupyterlab(job.args, client, job.info, (to_here, to_scheduler),
+                                    job.log_dir, reads_stdin)
+    except LaunchError as e:
+        report(str(e))
+        return 1
 
 
 def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:

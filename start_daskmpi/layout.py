@@ -35,7 +35,7 @@ class Role:
     rank: int
     kind: str  # "scheduler", "driver", "worker" or "idle"
     host: str
-    name: str | None = None
+    name: str | int | None = None  # a worker's Dask name (an int: its rank, as dask-mpi names)
     gpu: str | None = None
     nthreads: int = 0
     memory_limit: int | str = 0

@@ -74,7 +74,7 @@ def local_cluster(
             await asyncio.wait_for(asyncio.gather(*workers), args.startup_timeout)
         except Exception as e:
             raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
-        return scheduler_info(scheduler)
+        return scheduler_info(scheduler, args.dashboard)
 
     async def stop() -> None:
         scheduler, *workers = started or [None]

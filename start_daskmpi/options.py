@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_options(parser.add_argument_group(
         "plan", "print which rank does what, and the launch line that fits, without MPI"
     ))
+    # What only the Python API sets (dask_mpi_api): a Worker class of the user's,
+    # and keywords for every worker, as dask-mpi's initialize() takes them.
+    parser.set_defaults(worker_class=None, worker_options={})
     return parser
 
 
@@ -292,6 +295,10 @@ def add_network_options(group: Any) -> None:
     group.add_argument(
         "--scheduler-port", type=_port, metavar="PORT",
         help=f"scheduler port (default {DEFAULT_SCHEDULER_PORT}, or the next free one)",
+    )
+    add_switch(
+        group, "dashboard",
+        "serve Dask's dashboard from the scheduler (default); --no-dashboard serves none",
     )
     group.add_argument(
         "--dashboard-address", type=_host_port, metavar="[HOST]:PORT",

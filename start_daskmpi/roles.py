@@ -13,7 +13,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -59,9 +60,10 @@ from .mpi import (
 from .network import interfaces_for
 from .node import this_node
 from .places import make_log_dir, private_dir, private_scratch
-from .security import certify_ranks, new_key, security_from
+from .security import Credentials, certify_ranks, new_key, security_from
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
+    SchedulerInfo,
     describe,
     make_worker,
     report_failure,
@@ -71,6 +73,19 @@ from .servers import (
 )
 
 logger = logging.getLogger("start_daskmpi")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What every rank agreed on before any server starts."""
+
+    layout: Layout
+    args: argparse.Namespace  # this rank's: its node's interface and scratch
+    log_dir: Path
+    credentials: Credentials | None  # this rank's own
+    security: Security
+    worker_log: Path  # where this rank's worker process, if any, logs
+    network_note: str | None  # how the interface was chosen, for the driver to say
 
 
 async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
@@ -112,7 +127,7 @@ async def serve_scheduler(
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)
         return 2
-    async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler),
+    async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, args.dashboard),
                                           security) as info:
         send_to_all(world, (info, None), TAG_START)
         role = layout.roles[SCHEDULER_RANK]
@@ -177,30 +192,46 @@ async def stay_idle(world: Any, layout: Layout, role: Role, security: Security) 
     return await job_end(world)
 
 
-def serve_driver(
-    world: Any, args: argparse.Namespace, layout: Layout, log_dir: Path, credentials: Any,
-    network_note: str | None,
-) -> int:
+def scheduler_reached(world: Any, cluster: Cluster) -> SchedulerInfo | None:
+    """The scheduler's address, once every node reached it; None where it
+    failed to start or a node cannot reach it (said by rank 0)."""
     print("Starting the scheduler", flush=True)
-    if network_note:
-        print(network_note, flush=True)
+    if cluster.network_note:
+        print(cluster.network_note, flush=True)
     info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
     if error is not None:
-        return 2
-    role, security = layout.roles[world.rank], security_from(credentials)
-    reached = everyone_reaches_the_scheduler(world, layout, role, info.address, security)
-    if not asyncio.run(reached):
-        return 2
-    code = 1
+        return None
+    role = cluster.layout.roles[world.rank]
+    reached = everyone_reaches_the_scheduler(
+        world, cluster.layout, role, info.address, cluster.security
+    )
+    return info if asyncio.run(reached) else None
+
+
+def end_job(world: Any, job: Job, code: int) -> None:
+    """Tell every rank the job is over, with the script's status; first, end
+    it at once where workers were lost with their node."""
     try:
-        job = Job(args, info, layout, log_dir, credentials)
-        with hard_exit_ends_the_job(world, layout.hosts, job.end):
-            code = drive_until_interrupted(job, reads_stdin=False)
         if job.workers_came.is_set():
-            end_at_once_if_workers_were_lost(world, job.workers_seen(), info.address, security,
-                                             code)
+            end_at_once_if_workers_were_lost(world, job.workers_seen(), job.info.address,
+                                             security_from(job.credentials), code)
     finally:
         send_to_all(world, code, TAG_END)  # every rank waits for this word
+
+
+def serve_driver(world: Any, cluster: Cluster) -> int:
+    info = scheduler_reached(world, cluster)
+    if info is None:
+        return 2
+    job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
+    code = 1
+    try:
+        with hard_exit_ends_the_job(world, cluster.layout.hosts, job.end):
+            code = drive_until_interrupted(job, reads_stdin=False)
+    except BaseException:
+        send_to_all(world, code, TAG_END)  # a fault of ours: the others must not wait
+        raise
+    end_job(world, job, code)
     return code
 
 
@@ -287,38 +318,70 @@ def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> NoReturn:
     abort_job(world, 1)
 
 
-def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
+def prepare_cluster(
+    world: Any, args: argparse.Namespace, hosts: list[str],
+    name_worker: Callable[[Role], Any] | None = None,
+) -> Cluster | None:
+    """Agree on the layout, the log folder and the credentials, and check what
+    this rank's role needs; None when a rank found a mistake (rank 0 said it).
+    ``hosts`` is given each rank's node; ``name_worker`` names the workers
+    (default: after their node and GPU)."""
     if world.size < MIN_WORLD_SIZE:
         if world.rank == SCHEDULER_RANK:
             report(world_too_small(world.size))
-        return 2
+        return None
     agreed = agree_on_cluster(world, args)
     if agreed is None:
-        return 2
+        return None
     layout, args, network_note = agreed
+    if name_worker is not None:
+        layout = renamed_workers(layout, name_worker)
     hosts += layout.hosts
     made = attempt(make_log_dir, args.log_dir) if world.rank == SCHEDULER_RANK else None
     log_dir, error = world.bcast(made, root=SCHEDULER_RANK)
     key, key_error = attempt(new_key) if args.tls else (None, None)
     if not agree(world, error or key_error):
-        return 2
+        return None
     names = [f"{role.kind} rank {role.rank} on {role.host}" for role in layout.roles]
     credentials = certify_ranks(world, key, names, SCHEDULER_RANK) if key else None
-    security = security_from(credentials)
     role = layout.roles[world.rank]
     worker_log, error = attempt(prepare_rank, role, args, log_dir)
     if not agree(world, error):
-        return 2
+        return None
     if args.verbose and world.rank == SCHEDULER_RANK:
         plan = "\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))])
         # One write, newline included: print's two would let the driver's lines,
         # which mpirun forwards from another process, fall between them.
         sys.stdout.write(plan + "\n")
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
+    return Cluster(layout, args, log_dir, credentials, security_from(credentials), worker_log,
+                   network_note)
+
+
+def renamed_workers(layout: Layout, name: Callable[[Role], Any]) -> Layout:
+    return replace(layout, roles=tuple(
+        replace(role, name=name(role)) if role.kind == "worker" else role
+        for role in layout.roles
+    ))
+
+
+def serve_role(world: Any, cluster: Cluster) -> int:
+    """This rank's server, the scheduler, a worker or none, until the job ends."""
+    args, layout, security = cluster.args, cluster.layout, cluster.security
+    role = layout.roles[world.rank]
     if role.kind == "scheduler":
         return asyncio.run(serve_scheduler(world, args, layout, security))
-    if role.kind == "driver":
-        return serve_driver(world, args, layout, log_dir, credentials, network_note)
     if role.kind == "worker":
-        return asyncio.run(serve_worker(world, args, layout, role, worker_log, security))
+        return asyncio.run(
+            serve_worker(world, args, layout, role, cluster.worker_log, security)
+        )
     return asyncio.run(stay_idle(world, layout, role, security))
+
+
+def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
+    cluster = prepare_cluster(world, args, hosts)
+    if cluster is None:
+        return 2
+    if cluster.layout.roles[world.rank].kind == "driver":
+        return serve_driver(world, cluster)
+    return serve_role(world, cluster)

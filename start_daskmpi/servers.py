@@ -102,6 +102,7 @@ def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str,
         port=port,
         protocol=comm_protocol(args),
         security=security,
+        dashboard=args.dashboard,
         # Both defaults may give way to the same next port: the dashboard takes another.
         dashboard_address=dashboard_address(
             args.dashboard_address, lambda h, p: p != port and port_is_free(h, p)
@@ -113,7 +114,7 @@ def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str,
 def worker_options(
     role: Role, args: argparse.Namespace, security: Security, scratch: str | Path
 ) -> dict[str, Any]:
-    return dict(
+    return {**dict(
         name=role.name,
         nthreads=role.nthreads,
         memory_limit=role.memory_limit,
@@ -128,7 +129,7 @@ def worker_options(
         death_timeout=args.startup_timeout + STARTUP_MARGIN,
         # None: Dask's config (distributed.worker.preload) decides, as it would.
         preload=args.preload,
-    )
+    ), **args.worker_options}  # the Python API's, over ours, as dask-mpi gives them
 
 
 @contextlib.contextmanager
@@ -161,7 +162,7 @@ def make_worker(
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
         import_in_background(pre_import)
-        return Worker(address, **options)
+        return (args.worker_class or Worker)(address, **options)
     process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose,
                    pre_import=pre_import)
     if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
@@ -260,9 +261,11 @@ async def refuse_another_dashboard_port(scheduler: Scheduler, requested: str | N
         raise LaunchError(port_taken(port, "--dashboard-address"))
 
 
-def scheduler_info(scheduler: Scheduler) -> SchedulerInfo:
-    # Without bokeh the HTTP server still runs, but serves no dashboard.
-    has_dashboard = importlib.util.find_spec("bokeh") is not None
+def scheduler_info(scheduler: Scheduler, dashboard: bool) -> SchedulerInfo:
+    """``dashboard``: whether one was asked for (--dashboard)."""
+    # Without bokeh, or with dashboard=False, the HTTP server still runs (and is
+    # the "dashboard" service), but serves no dashboard.
+    has_dashboard = dashboard and importlib.util.find_spec("bokeh") is not None
     return SchedulerInfo(
         address=scheduler.address,
         host=short_hostname(),

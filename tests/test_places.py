@@ -415,7 +415,7 @@ def test_a_dashboard_port_taken_between_choice_and_bind(monkeypatch, explicit):
         async def start() -> int:
             scheduler = await start_scheduler(args, Security())
             async with scheduler:
-                return scheduler_info(scheduler).dashboard_port
+                return scheduler_info(scheduler, dashboard=True).dashboard_port
 
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
@@ -586,7 +586,7 @@ def test_the_banners_whole():
         "    http://localhost:8787/status",
     ]
     assert connection_banner(None, ["n"]) == \
-        "The Dask dashboard is off (install bokeh to get it)."
+        "The Dask dashboard is off (--no-dashboard, or bokeh is not installed)."
     opening_lab = [
         "", f"To open JupyterLab, go to (see log file {LOG}):",
         "    http://localhost:7787/lab?token=TOKEN",

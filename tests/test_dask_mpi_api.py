@@ -1,0 +1,253 @@
+"""dask-mpi's Python API on this launcher (start_daskmpi/dask_mpi_api.py):
+dask-mpi's own test scripts, with only their import line changed, under
+mpirun; the statuses a script's end gives the job; the keywords mapped to the
+launcher's options (no MPI)."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch import ROOT, SCRIPTS, launch, our_lines, report
+from start_daskmpi.dask_mpi_api import (
+    DASK_MPI_DASHBOARD,
+    launcher_argv,
+    option_argv,
+    refuse_other_shapes,
+    worker_kind,
+)
+from start_daskmpi.errors import LaunchError
+
+DASK_MPI = importlib.util.find_spec("dask_mpi")
+NEEDS_DASK_MPI = pytest.mark.skipif(DASK_MPI is None, reason="no dask-mpi: pip install dask-mpi")
+
+
+def dask_mpi_script(name: str, folder: Path) -> Path:
+    """dask-mpi's test script ``name``, as installed, with its import of dask_mpi
+    made an import of start_daskmpi: the one line changed."""
+    original = (Path(DASK_MPI.origin).parent / "tests" / f"{name}.py").read_text()
+    ours = re.sub(r"^from dask_mpi import", "from start_daskmpi import", original, flags=re.M)
+    changed = [a for a, b in zip(original.splitlines(), ours.splitlines(), strict=True) if a != b]
+    assert len(changed) == 1, changed
+    path = folder / f"{name}.py"
+    path.write_text(ours)
+    return path
+
+
+def run_script(script: Path, np: int, tmp_path: Path, *args: str, timeout: float = 120):
+    """``mpirun -np NP python SCRIPT ARGS``, bounded and reaped; its logs (in
+    ~/dask_logs by default) in the test's folder, its workers on the CPU, as
+    dask-mpi's tests expect."""
+    run = launch(
+        [str(script), *args], np=np, launcher=[sys.executable], timeout=timeout,
+        env={"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""},
+    )
+    print(run)
+    return run
+
+
+def clean(run) -> bool:
+    return run.leftovers == [] and "Traceback" not in run.output
+
+
+# --- dask-mpi's own scripts ---------------------------------------------------
+
+@NEEDS_DASK_MPI
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("name", ["initialize_basic", "initialize_no_exit"])
+def test_dask_mpis_initialize_scripts(name, tmp_path):
+    """initialize_basic submits to the worker named 2 (its rank, as dask-mpi
+    names them); initialize_no_exit runs the cluster on a communicator split
+    from the world, calls send_close_signal(), then uses the world."""
+    run = run_script(dask_mpi_script(name, tmp_path), 4, tmp_path)
+    assert run.rc == 0 and clean(run), run
+    assert "Successfully exited" in run.stdout
+
+
+@NEEDS_DASK_MPI
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("np", [1, 2])
+def test_too_few_ranks_is_one_line(np, tmp_path):
+    run = run_script(dask_mpi_script("initialize_basic", tmp_path), np, tmp_path, timeout=45)
+    assert run.rc == 2 and clean(run), run
+    assert our_lines(run.stderr) == [
+        f"start_daskmpi: error: needs at least 3 ranks: one for the scheduler, one for your "
+        f"script and one per worker (got {np}); use e.g. mpirun -np 3, or run without "
+        "mpirun for a local cluster"
+    ]
+
+
+# dask-mpi's own matrix for execute_basic.py: (ranks, client rank, scheduler rank,
+# exclusive workers).  Here each role has a rank of its own: the shapes without
+# one are refused in one line (status 2), as too few ranks are (dask-mpi: 1).
+EXECUTE_SHAPES = [
+    ((4, 1, 0, True), 0),
+    ((1, 1, 0, True), 2),
+    ((4, 2, 3, True), 0),
+    ((5, 1, 3, True), 0),
+    ((3, 2, 2, True), 2),  # the client on the scheduler's rank
+    ((2, 0, 0, False), 2),  # the scheduler's rank a worker too
+    ((1, 0, 0, False), 2),
+]
+
+
+@NEEDS_DASK_MPI
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("shape, status", EXECUTE_SHAPES, ids=lambda v: str(v))
+def test_dask_mpis_execute_script(shape, status, tmp_path):
+    """Each worker is named after its rank in the caller's numbering, and the
+    client's function runs on the rank asked for."""
+    script = dask_mpi_script("execute_basic", tmp_path)
+    run = run_script(script, shape[0], tmp_path, *map(str, shape))
+    assert run.rc == status and clean(run), run
+    if status:
+        assert len(our_lines(run.stderr)) == 1, run
+
+
+@NEEDS_DASK_MPI
+@pytest.mark.timeout(150)
+def test_dask_mpis_execute_no_exit_script(tmp_path):
+    run = run_script(dask_mpi_script("execute_no_exit", tmp_path), 4, tmp_path)
+    assert run.rc == 0 and clean(run), run
+
+
+# --- what this launcher adds ----------------------------------------------------
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("how, status", [
+    ("ok", 0), ("exit3", 3), ("raise", 1), ("hard", 4), ("sigterm", 143),
+])
+def test_the_scripts_end_is_the_jobs_status(how, status, tmp_path):
+    """As under the command: the status python would give, the last line
+    saying it; an uncaught exception's traceback once; SIGTERM runs the
+    script's finally and is one line."""
+    run = run_script(SCRIPTS / "api_ends.py", 3, tmp_path, how)
+    assert run.rc == status and run.leftovers == [], run
+    assert run.output.count("Traceback") == (how == "raise"), run
+    if how == "raise":
+        assert "ValueError: the script's own error" in run.stderr
+    if how == "sigterm":
+        assert "FINALLY ran" in run.stdout
+        assert "Interrupted (SIGTERM): stopping Dask" in run.stdout
+    if how != "hard":  # os._exit ends at once, as it does python
+        last = "Successfully exited" if status == 0 else f"Exited with status {status}"
+        assert run.stdout.rstrip().endswith(last), run
+
+
+@pytest.mark.timeout(150)
+def test_keywords_reach_the_workers_and_exit_false_returns_mpi(tmp_path):
+    run = run_script(SCRIPTS / "api_options.py", 4, tmp_path)
+    assert run.rc == 0 and clean(run), run
+    seen = report(run)
+    assert seen == {
+        "names": [2, 3],  # the ranks
+        "nthreads": [2, 2],
+        "memory": [10**9, 10**9],
+        "resources": ["{'FOO': 1}"] * 2,  # worker_options, over the launcher's
+        "marked": [True, True],  # worker_class
+        "tls": True,
+        "dashboard_status": 404,  # dashboard=False
+    }, seen
+    assert "The Dask dashboard is off" in run.stdout
+    ranks = sorted(re.findall(r"^RANK (\d) is_client=(\w+) total=4$", run.stdout, re.M))
+    assert ranks == [("0", "False"), ("1", "True"), ("2", "False"), ("3", "False")], run
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_keyword_is_one_line_on_every_rank(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("from start_daskmpi import initialize\ninitialize(nthreads=0)\n")
+    run = run_script(script, 3, tmp_path, timeout=45)
+    assert run.rc == 2 and clean(run), run
+    assert our_lines(run.stderr) == [
+        "start_daskmpi: error: argument --nthreads: expected a positive integer, "
+        "got '0' (see --help)"
+    ]
+
+
+def test_importing_the_api_imports_no_dask_cluster():
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from start_daskmpi import initialize, execute, send_close_signal; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('distributed', 'mpi4py')))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done
+
+
+# --- keywords -> options, without MPI -------------------------------------------
+
+def argv(**keywords):
+    dask_mpi = dict(interface=None, nthreads=1, local_directory=None, memory_limit="auto",
+                    nanny=False, dashboard=True, dashboard_address=DASK_MPI_DASHBOARD,
+                    protocol=None)
+    options = {k: keywords.pop(k) for k in list(keywords) if k not in dask_mpi}
+    return launcher_argv(**{**dask_mpi, **keywords}, options=options)
+
+
+def test_dask_mpis_defaults_are_the_launchers_with_one_thread_and_no_nanny():
+    assert argv() == ["--nthreads", "1", "--memory-limit", "auto", "--no-nanny", "--dashboard"]
+
+
+def test_dask_mpis_keywords_become_options():
+    assert argv(interface="ib0", nthreads=4, local_directory=Path("/scratch"),
+                memory_limit=0.5, nanny=True, dashboard=False, dashboard_address=":9999",
+                protocol="tcp") == [
+        "--interface", "ib0", "--nthreads", "4", "--local-directory", "/scratch",
+        "--memory-limit", "0.5", "--nanny", "--no-dashboard", "--dashboard-address", ":9999",
+        "--no-tls", "--protocol", "tcp",
+    ]
+    assert "--no-tls" not in argv(protocol="tls")  # TLS is the launcher's own default
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("gpus_per_node", 4, ["--gpus-per-node", "4"]),
+    ("tls", False, ["--no-tls"]),
+    ("require_gpu", True, ["--require-gpu"]),
+    ("require_gpu", False, []),
+    ("pre_import", ["cudf", "dask_cudf"], ["--pre-import", "cudf,dask_cudf"]),
+    ("preload", ["a", Path("b.py")], ["--preload", "a", "--preload", "b.py"]),
+    ("walltime", None, []),
+    ("log_dir", Path("/l"), ["--log-dir", "/l"]),
+])
+def test_the_launchers_options_as_keywords(name, value, expected):
+    assert option_argv(name, value) == expected
+
+
+@pytest.mark.parametrize("name", ["script", "plan", "ranks", "hostfile"])
+def test_options_of_the_command_line_only_are_refused(name):
+    with pytest.raises(LaunchError, match=f"^{name} is an option of the command line only"):
+        argv(**{name: "x"})
+
+
+def test_worker_class():
+    from distributed import Nanny, Worker
+
+    class Mine(Worker):
+        pass
+
+    assert worker_kind("distributed.Worker", nanny=False) == (False, None)
+    assert worker_kind(Worker, nanny=True) == (True, None)  # dask-mpi's old nanny=True
+    assert worker_kind("distributed.Nanny", nanny=False) == (True, None)
+    assert worker_kind(Nanny, nanny=False) == (True, None)
+    assert worker_kind(Mine, nanny=False) == (False, Mine)
+    with pytest.raises(LaunchError, match="nanny=True runs the launcher's workers"):
+        worker_kind(Mine, nanny=True)
+    with pytest.raises(LaunchError, match="neither a distributed.Worker nor"):
+        worker_kind("collections.OrderedDict", nanny=False)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((False, None, True, 1, 0, 4), "scheduler=False: joining a running scheduler is not"),
+    ((True, None, False, 1, 0, 4), "need a rank of their own"),
+    ((True, None, True, 0, 0, 4), "need a rank of their own"),
+    ((True, None, True, 4, 0, 4), "client_rank=4 is not a rank of the 4"),
+])
+def test_execute_shapes_refused(shape, message):
+    with pytest.raises(LaunchError, match=message):
+        refuse_other_shapes(*shape)
+    refuse_other_shapes(True, None, True, 2, 3, 4)  # any two distinct ranks
