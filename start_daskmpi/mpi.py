@@ -292,6 +292,10 @@ def hard_exit_ends_the_job(
         if os.getpid() == driver:
             sys.stdout.flush()
             sys.stderr.flush()
+            # The status is known and the end bounded: the driver's watchers, seeing
+            # the scheduler close meanwhile, must not turn this exit into another.
+            with contextlib.suppress(ValueError):  # only the main thread may set it
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             record(status)
             send_to_all(world, status, TAG_END)
             exit_together(world, status, hosts)

@@ -81,3 +81,43 @@ def test_exit_status_of_odd_codes(capsys):
     assert exit_status(4) == 4
     assert exit_status(["not", "an", "int"]) == 1
     assert capsys.readouterr().err == "['not', 'an', 'int']\n"
+
+
+def test_a_hard_exit_is_not_turned_into_another_end_while_it_waits(monkeypatch):
+    """The script's os._exit(3) waits for the other ranks to leave; the scheduler
+    closes meanwhile, and the driver's watcher signals SIGTERM to interrupt the
+    script as 'lost the scheduler'.  That must not change the job's end: it is
+    os._exit's 3 (CI's floors once ended with 1, 48 s later)."""
+    import os
+    import signal
+
+    from start_daskmpi import mpi
+
+    ended = []
+
+    class Exited(Exception):
+        pass
+
+    class SchedulerLost(Exception):  # the real one, a KeyboardInterrupt, would stop pytest
+        pass
+
+    def exit_together(world, status, hosts):
+        os.kill(os.getpid(), signal.SIGTERM)  # the watcher, while the ranks leave
+
+    def c_exit(status):
+        ended.append(status)
+        raise Exited
+
+    def lost(signum, frame):
+        raise SchedulerLost("lost the scheduler")
+
+    monkeypatch.setattr(mpi, "exit_together", exit_together)
+    monkeypatch.setattr(mpi, "send_to_all", lambda *args: None)
+    monkeypatch.setattr(mpi.ctypes, "CDLL", lambda _: type("libc", (), {"exit": c_exit}))
+    previous = signal.signal(signal.SIGTERM, lost)
+    try:
+        with pytest.raises(Exited), mpi.hard_exit_ends_the_job(None, [], ended.append):
+            os._exit(3)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert ended == [3, 3]  # recorded, then the process's exit status
