@@ -103,7 +103,7 @@ def preflight(role: Role, args: argparse.Namespace) -> None:
     check_interface(args.interface)
     if role.kind == "driver" and args.script:
         check_script(args.script)
-    elif role.kind == "driver":
+    elif role.kind == "driver" and args.jupyterlab:
         check_jupyterlab()
     if role.kind in ("scheduler", "worker"):
         check_modules(args.pre_import, role.host)

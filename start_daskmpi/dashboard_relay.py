@@ -125,7 +125,7 @@ async def dashboard_relay(
     """The far end of the dashboard relay, where JupyterLab will run on another
     node than the scheduler; yields ``info`` with the relay's address, if any."""
     apart = layout.roles[DRIVER_RANK].host != layout.roles[SCHEDULER_RANK].host
-    if args.script is not None or not apart or info.dashboard_port is None:
+    if not args.jupyterlab or not apart or info.dashboard_port is None:
         yield info
         return
     server, address = await serve_far_end(

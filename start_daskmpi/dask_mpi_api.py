@@ -115,6 +115,7 @@ def cluster_args(
     args = parse_args(launcher_argv(interface, nthreads, local_directory, memory_limit, nanny,
                                     dashboard, dashboard_address, protocol, options))
     args.worker_class, args.worker_options = cls, dict(worker_options or {})
+    args.jupyterlab = False  # the driver's part is the caller's script
     return args
 
 

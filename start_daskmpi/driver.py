@@ -218,7 +218,7 @@ def drive(job: Job, reads_stdin: bool) -> int:
     says whether 'stop' is typed here."""
     try:
         with connected(job) as (client, to_scheduler):
-            if job.args.script:
+            if not job.args.jupyterlab:
                 return run_script_session(job, to_scheduler)
             to_here = ssh_route(job.args.ssh_hops, short_hostname(), socket.getfqdn(),
                                 getpass.getuser())

@@ -374,6 +374,7 @@ def add_plan_options(group: Any) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; raise LaunchError with one line for a bad one."""
     args = build_parser().parse_args(argv)
+    args.jupyterlab = args.script is None  # the driver's part (the Python API: its caller's)
     planning = args.plan or args.launch_command
     if not planning and (args.ranks or args.nodes != 1 or args.hostfile):
         raise LaunchError(

@@ -134,7 +134,7 @@ async def serve_scheduler(
         if not await everyone_reaches_the_scheduler(world, layout, role, "", security):
             return 2
         end = asyncio.ensure_future(job_end(world))
-        if args.script is None:
+        if args.jupyterlab:
             loop = asyncio.get_running_loop()
             watch_stdin(
                 lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop")

@@ -32,6 +32,9 @@ LAUNCHER = ROOT / "start_daskmpi.py"
 NOTEBOOK = "jupyterlab_cupy_test.ipynb"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TOKEN_VARIABLE = "START_DASKMPI_TEST_RUN"
+# PYTHONPATH for a script that imports start_daskmpi from this checkout, the
+# caller's own kept (a GPU machine's wheels are found through it).
+PACKAGE_PATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 STARTED: list[str] = []  # tokens of the runs started so far; conftest reaps them after each test
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, launch, our_lines, report
+from launch import PACKAGE_PATH, ROOT, SCRIPTS, launch, our_lines, report
 from start_daskmpi.dask_mpi_api import (
     DASK_MPI_DASHBOARD,
     launcher_argv,
@@ -21,6 +21,7 @@ from start_daskmpi.dask_mpi_api import (
     worker_kind,
 )
 from start_daskmpi.errors import LaunchError
+from start_daskmpi.options import parse_args
 
 DASK_MPI = importlib.util.find_spec("dask_mpi")
 NEEDS_DASK_MPI = pytest.mark.skipif(DASK_MPI is None, reason="no dask-mpi: pip install dask-mpi")
@@ -44,7 +45,7 @@ def run_script(script: Path, np: int, tmp_path: Path, *args: str, timeout: float
     dask-mpi's tests expect."""
     run = launch(
         [str(script), *args], np=np, launcher=[sys.executable], timeout=timeout,
-        env={"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""},
+        env={"PYTHONPATH": PACKAGE_PATH, "HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""},
     )
     print(run)
     return run
@@ -167,6 +168,23 @@ def test_a_bad_keyword_is_one_line_on_every_rank(tmp_path):
         "start_daskmpi: error: argument --nthreads: expected a positive integer, "
         "got '0' (see --help)"
     ]
+
+
+def test_the_drivers_checks_are_a_scripts_not_jupyterlabs(monkeypatch):
+    """Rank 1 runs the caller's script: JupyterLab need not be installed."""
+    from start_daskmpi import checks
+    from start_daskmpi.dask_mpi_api import cluster_args
+    from start_daskmpi.layout import Role
+
+    def no_jupyterlab():
+        raise LaunchError("JupyterLab is not installed")
+
+    monkeypatch.setattr(checks, "check_jupyterlab", no_jupyterlab)
+    args = cluster_args(None, 1, None, "auto", False, True, DASK_MPI_DASHBOARD, None,
+                        "distributed.Worker", None, {})
+    checks.preflight(Role(1, "driver", "n"), args)
+    with pytest.raises(LaunchError, match="not installed"):  # the command with no script
+        checks.preflight(Role(1, "driver", "n"), parse_args([]))
 
 
 def test_importing_the_api_imports_no_dask_cluster():

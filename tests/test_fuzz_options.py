@@ -82,8 +82,8 @@ VALUES = {
     ),
     "--walltime-margin": durations,
 }
-SWITCHES = ["--nanny", "--no-nanny", "--tls", "--no-tls", "--require-gpu", "-v", "--verbose",
-            "--plan", "--launch-command"]
+SWITCHES = ["--nanny", "--no-nanny", "--tls", "--no-tls", "--dashboard", "--no-dashboard",
+            "--require-gpu", "-v", "--verbose", "--plan", "--launch-command"]
 
 
 @st.composite
