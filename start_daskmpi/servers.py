@@ -25,7 +25,7 @@ from distributed.comm import connect
 from distributed.core import rpc
 
 from .errors import LaunchError
-from .gpus import uses_dask_cuda
+from .gpus import NVIDIA_PIN, uses_dask_cuda
 from .layout import Role
 from .logs import log_to_file
 from .network import listen_host
@@ -72,13 +72,27 @@ class NannyWorker(Worker):
     """
 
     def __init__(
-        self, *args: Any, log_file: str, verbose: bool, pre_import: list[str], **kwargs: Any
+        self, *args: Any, log_file: str, verbose: bool, background_imports: list[str],
+        gpu_metrics: bool, **kwargs: Any
     ) -> None:
         log_to_file(log_file, verbose)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
+        if gpu_metrics:
+            start_gpu_metrics()
         super().__init__(*args, **kwargs)
-        import_in_background(pre_import)
+        import_in_background(background_imports)
+
+
+def start_gpu_metrics() -> None:
+    """Start NVML in this process before its Worker is made.  Distributed adds
+    the GPU's metrics (what the dashboard's GPU pages plot) to every Worker's
+    defaults once NVML starts in the process; but a Worker copies those defaults
+    as it is made, before its own system monitor starts NVML: without this, no
+    worker would report its GPU."""
+    from distributed.diagnostics import nvml
+
+    nvml.device_get_count()
 
 
 def comm_protocol(args: argparse.Namespace) -> str | None:
@@ -158,19 +172,25 @@ def make_worker(
     options = worker_options(role, args, security, scratch)
     has_cupy = importlib.util.find_spec("cupy") is not None
     pre_import = modules_for(args.pre_import, role.gpu is not None, has_cupy)
+    gpu_metrics = role.gpu is not None and role.pin == NVIDIA_PIN  # NVML's, for its GPU alone
     if not args.nanny:
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
         import_in_background(pre_import)
+        if gpu_metrics:
+            start_gpu_metrics()
         return (args.worker_class or Worker)(address, **options)
+    # Not pre_import=: dask-cuda's worker takes a keyword of that name for itself.
     process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose,
-                   pre_import=pre_import)
+                   background_imports=pre_import, gpu_metrics=gpu_metrics)
     if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
         # The nanny gives it to each worker process it spawns, the first or a restart.
         return Nanny(address, **options, **process, env=role.environment())
     from dask_cuda import CUDAWorker
 
     resources = options.pop("resources")  # it takes them as its command line does
+    # It adds its own preload to a list, and never asks Dask's config as a nanny does.
+    options["preload"] = list(options["preload"] or dask.config.get("distributed.worker.preload"))
     # dask-cuda reads the GPUs to serve from this process's environment, at once:
     # one nanny, for this role's GPU, which it gives to that nanny's processes.
     with environment(role.environment()):

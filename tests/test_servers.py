@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -62,17 +63,20 @@ def test_a_nanny_gives_its_worker_process_the_pin_and_the_log(tmp_path):
     assert nanny.env["CUDA_VISIBLE_DEVICES"] == "3"
     assert nanny.Worker is NannyWorker
     assert nanny.worker_kwargs["log_file"] == str(tmp_path / "w.log")
+    assert nanny.worker_kwargs["gpu_metrics"]  # NVML started before the Worker is made
     assert nanny.resources == {"GPU": 1}
 
 
 def test_another_makers_pin_is_its_own_variable(tmp_path):
     nanny = made(AMD_WORKER, [], tmp_path)
     assert nanny.env["ROCR_VISIBLE_DEVICES"] == "3" and "CUDA_VISIBLE_DEVICES" not in nanny.env
+    assert not nanny.worker_kwargs["gpu_metrics"]  # NVML knows only NVIDIA's
 
 
 def test_a_cpu_worker_has_no_pin_and_no_gpu_resource(tmp_path):
     nanny = made(CPU_WORKER, [], tmp_path)
     assert "CUDA_VISIBLE_DEVICES" not in nanny.env and not nanny.resources
+    assert not nanny.worker_kwargs["gpu_metrics"]  # no GPU of the node's to report as its own
 
 
 def test_without_a_nanny_this_process_holds_the_gpu(tmp_path, monkeypatch):
@@ -152,6 +156,35 @@ def test_dask_cuda_is_given_only_what_was_asked(argv, asked):
     """Every other keyword keeps the installed dask-cuda's default, which
     differs by release (and older ones refuse newer keywords)."""
     assert dask_cuda_memory_options(parse_args(argv)) == asked
+
+
+@pytest.mark.parametrize("argv, config, preload", [
+    ([], [], []),
+    ([], ["from_config"], ["from_config"]),  # as a nanny of distributed's takes it
+    (["--preload", "mine"], ["from_config"], ["mine"]),
+])
+def test_dask_cuda_gets_the_preloads_as_a_list(dask_cuda_installed, monkeypatch, tmp_path,
+                                                argv, config, preload):
+    """dask-cuda appends its own preload to the list it is given (a None failed
+    every GPU worker at once), and does not read Dask's config for it."""
+    import dask
+
+    given = {}
+
+    class CUDAWorker:  # dask-cuda's, as far as the launcher uses it
+        def __init__(self, address, *, preload=(), pre_import=None, **options):
+            # What it does not take for itself goes through the nanny to the worker
+            # class, which must get every keyword it requires (pre_import once went).
+            required = {name for name, p in inspect.signature(NannyWorker).parameters.items()
+                        if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
+            assert required <= set(options), options
+            given.update(options, preload=list(preload) + ["dask_cuda.initialize"])
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", SimpleNamespace(CUDAWorker=CUDAWorker))
+    with dask.config.set({"distributed.worker.preload": config}):
+        made(GPU_WORKER, argv, tmp_path)
+    assert given["preload"] == [*preload, "dask_cuda.initialize"]
+    assert given["resources"] == "GPU=1"
 
 
 def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
