@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 
-from launch import NEEDS_MPIRUN, SCRIPTS, launch, notebook_sums
+from launch import NEEDS_MPIRUN, PACKAGE_PATH, SCRIPTS, launch, notebook_sums, report
 from start_daskmpi.gpus import count_gpus
 
 GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
@@ -132,3 +133,37 @@ def test_the_notebooks_gpu_cells_run_in_a_kernel(tmp_path):
     assert run.rc == 0 and run.leftovers == [], run
     assert "CPU only" not in run.stdout
     assert notebook_sums(run.stdout).keys() == {"with gpus", "without gpus"}, run.stdout
+
+
+@pytest.mark.timeout(180)
+@NEEDS_MPIRUN
+@needs("pynvml", "bokeh")
+def test_the_dashboards_gpu_pages_show_each_workers_gpu(tmp_path):
+    run = launch_on_gpus(tmp_path, ["--interface", "lo", str(SCRIPTS / "gpu_dashboard.py")])
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    seen = report(run, "DASHBOARD")
+    assert seen["status"] == 200 and seen["links_gpu_page"], seen
+    assert seen["pages"] == dict.fromkeys(
+        ["gpu", "individual-gpu-memory", "individual-gpu-utilization"], 200), seen
+    assert len(seen["gpus"]) == GPUS, seen
+    for gpu in seen["gpus"].values():  # from NVML on each worker, for its own GPU
+        assert gpu["name"] and gpu["memory-total"] > 0 and "utilization" in gpu, seen
+
+
+@pytest.mark.timeout(180)
+@NEEDS_MPIRUN
+def test_dask_mpis_initialize_gives_each_gpu_a_worker(tmp_path):
+    """One rank more than the GPUs: it idles, and says what fits."""
+    run = launch([str(SCRIPTS / "api_on_gpus.py")], np=GPUS + 3, timeout=150,
+                 launcher=[sys.executable], env={"PYTHONPATH": PACKAGE_PATH, "HOME": str(tmp_path)})
+    print(run)
+    assert run.rc == 0 and run.leftovers == [] and "Traceback" not in run.output, run
+    seen = report(run, "API")
+    assert seen["names"] == list(range(2, GPUS + 2))  # the ranks, as dask-mpi names them
+    assert seen["resources"] == ["{'GPU': 1}"] * GPUS
+    assert all(seen["gpu_names"]), seen  # no nanny: NVML started in the rank's process
+    assert [s["visible"] for s in seen["seen"]] == [str(i) for i in range(GPUS)]
+    assert {s["count"] for s in seen["seen"]} == {1}
+    assert len({s["pci_bus"] for s in seen["seen"]}) == GPUS
+    assert {s["sum"] for s in seen["seen"]} == {499500.0}
+    assert f"-np {GPUS + 2}" in run.stderr  # the idle rank's warning says what fits
