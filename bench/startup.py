@@ -1,5 +1,5 @@
 """Whole-process start -> every worker registered -> script done -> exit: this
-launcher vs dask-mpi.
+launcher vs dask-mpi, and its drop-in initialize() vs dask-mpi's.
 
     python bench/startup.py [--ranks 3 6] [--repeat 5] [--compare-with CHECKOUT ...]
         [--out bench/results/startup.json]
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -26,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from launch import launcher_command  # noqa: E402
 
 JOB = """
@@ -41,6 +43,13 @@ assert client.submit(sum, [1, 2]).result() == 3
 DASK_MPI = """
 from dask_mpi import initialize
 initialize(interface="lo", dashboard_address="127.0.0.1:0", nthreads=1)
+""" + JOB
+
+# The same script on this launcher's drop-in initialize() (its defaults: one
+# thread, no nanny, as dask-mpi's), its workers on the CPU.
+DROP_IN = """
+from start_daskmpi import initialize
+initialize(interface="lo", gpus_per_node=0, log_dir={logs!r})
 """ + JOB
 
 
@@ -59,8 +68,12 @@ def main() -> None:
     parser.add_argument("--compare-with", type=Path, nargs="*", default=[], metavar="CHECKOUT")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    # The drop-in's script imports start_daskmpi from this checkout.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-               f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+               f"{os.cpu_count()} cores, Python {platform.python_version()}",
                "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for ranks in args.ranks:
@@ -69,6 +82,8 @@ def main() -> None:
             baseline = Path(tmp, f"dask_mpi{ranks}.py")
             baseline.write_text(DASK_MPI.format(workers=ranks - 2))
             logs = str(Path(tmp, "logs"))
+            drop_in = Path(tmp, f"drop_in{ranks}.py")
+            drop_in.write_text(DROP_IN.format(workers=ranks - 2, logs=logs))
             ours = ["--interface", "lo", "--gpus-per-node", "0", "--log-dir", logs]
             variants = {
                 "launcher": launcher_command([*ours, str(job)], ranks),
@@ -80,6 +95,7 @@ def main() -> None:
                     )
                     for checkout in args.compare_with
                 },
+                "initialize()": launcher_command([], ranks, [sys.executable, str(drop_in)]),
                 "dask-mpi": launcher_command([], ranks, [sys.executable, str(baseline)]),
             }
             for command in variants.values():
