@@ -21,6 +21,7 @@ The modules, from the command line down (README's "How the code is laid out"):
   inside JupyterLab when JupyterLab runs on another node than the scheduler;
   lab_proxy_guard: JupyterLab's proxy limited to the dashboard;
   banners: what the user is told to type.
+- joining: --join, workers added to a running cluster by a second mpirun.
 - dask_mpi_api: dask-mpi's initialize(), send_close_signal() and execute(),
   importable from the package itself.
 

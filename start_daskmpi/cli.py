@@ -32,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   else plan_report(args, node, os.environ))
             return 0
         keep_sigusr1_from_children(os.environ)  # before MPI starts threads of its own
-        world = mpi_world(os.environ)
+        world = mpi_world(os.environ, one_rank=args.join is not None)
+        if world is None and args.join:
+            raise LaunchError("--join runs under mpirun: mpirun -np N python start_daskmpi.py "
+                              "--join FILE, one rank per GPU to add")
         if world is None:
             from .local import run_local  # Dask is imported only once a cluster starts
 
@@ -48,12 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(LINE_GRACE)
         return 2
     try:
-        if args.nanny and world.rank > DRIVER_RANK:
+        if args.nanny and (world.rank > DRIVER_RANK or args.join):
             from .worker_processes import start_fork_server
 
             # A worker's rank (or an idle one): its worker process's imports now
             # overlap this rank's own and the scheduler's start.
             start_fork_server()
+        if args.join:
+            from .joining import run_joining
+
+            return run_joining(world, args)
         from .roles import run_rank
 
         return run_rank(world, args)

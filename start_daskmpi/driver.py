@@ -24,6 +24,7 @@ from distributed import Client
 
 from .banners import ROUTE_HINT, connection_banner
 from .errors import LaunchError, report
+from .joining import note_credentials
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, Role
 from .node import short_hostname
@@ -70,6 +71,11 @@ def point_clients_here(job: Job) -> None:
     ))
     os.environ.update(variables)
     dask.config.update(dask.config.config, dask.config.collect_env(variables))
+    if job.args.scheduler_file:
+        try:
+            note_credentials(Path(job.args.scheduler_file), job.client_folder / CLIENT_ENV)
+        except (OSError, ValueError) as e:  # on the scheduler's node only, say
+            logger.info("no note for --join in %s: %s", job.args.scheduler_file, e)
 
 
 def close_clients_left_open() -> None:

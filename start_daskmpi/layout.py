@@ -134,29 +134,38 @@ def plan_layout(
     *,
     nthreads: int | None = None,
     memory_limit: str = "auto",
+    joining: str | None = None,
 ) -> Layout:
     """Give every rank its role.
 
     ``rank_nodes[r]`` is the index in ``nodes`` of rank r's node; nodes are in the
     order of their first rank, so ``nodes[0]`` holds the scheduler.  Each node's
     worker ranks take its GPUs in order; ranks beyond them idle, and a node with
-    no GPU runs CPU workers on all of its worker ranks.
+    no GPU runs CPU workers on all of its worker ranks.  ``joining``: the job
+    joins a running cluster (--join): every rank may work, and each worker's name
+    ends with ``-joining``, apart from the first job's.
     """
-    if len(rank_nodes) < MIN_WORLD_SIZE:
-        raise LaunchError(world_too_small(len(rank_nodes)))
-    roles = {
-        SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler", nodes[rank_nodes[SCHEDULER_RANK]].host),
-        DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
-    }
+    if joining is None:
+        if len(rank_nodes) < MIN_WORLD_SIZE:
+            raise LaunchError(world_too_small(len(rank_nodes)))
+        roles = {
+            SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler",
+                                 nodes[rank_nodes[SCHEDULER_RANK]].host),
+            DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
+        }
+        first_worker, fits = DRIVER_RANK + 1, fitting_ranks(nodes)
+    else:
+        roles = {}
+        first_worker, fits = 0, f"-np {sum(len(node.gpus) for node in nodes)}"
     notes = []
-    fits = fitting_ranks(nodes)  # once: every node's note may say it
-    for node, ranks in zip(nodes, worker_ranks(rank_nodes, len(nodes)), strict=True):
+    for node, ranks in zip(nodes, worker_ranks(rank_nodes, len(nodes), first_worker),
+                           strict=True):
         gpus: Sequence[str | None] = node.gpus or [None] * len(ranks)
         placed = list(zip(ranks, gpus, strict=False))  # extra ranks idle
         threads = nthreads or (1 if node.gpus else max(1, node.cores // max(1, len(placed))))
         memory = node.memory // max(1, len(placed)) if memory_limit == "auto" else memory_limit
         for i, (rank, gpu) in enumerate(placed):
-            name = worker_name(node.host, gpu, i)
+            name = worker_name(node.host, gpu, i) + (f"-{joining}" if joining else "")
             roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory, node.pin)
         idle = ranks[len(placed):]
         for rank in idle:
@@ -211,10 +220,13 @@ def describe_layout(layout: Layout) -> list[str]:
     return lines
 
 
-def worker_ranks(rank_nodes: Sequence[int], node_count: int) -> list[list[int]]:
-    """Each node's ranks after the driver's, in order: the ranks that may work."""
+def worker_ranks(
+    rank_nodes: Sequence[int], node_count: int, first: int = DRIVER_RANK + 1
+) -> list[list[int]]:
+    """Each node's ranks from ``first`` on (after the driver's), in order: the
+    ranks that may work."""
     ranks: list[list[int]] = [[] for _ in range(node_count)]
-    for rank in range(DRIVER_RANK + 1, len(rank_nodes)):
+    for rank in range(first, len(rank_nodes)):
         ranks[rank_nodes[rank]].append(rank)
     return ranks
 

@@ -12,7 +12,7 @@ from typing import Any
 from distributed import Scheduler, Security
 
 from .errors import report
-from .layout import SCHEDULER_RANK, Layout, Role, format_ranks
+from .layout import Layout, Role, format_ranks
 from .mpi import POLL_INTERVAL, count_everywhere, end_job_without_lost_ranks
 from .network import node_addresses
 from .servers import reach, registered_workers
@@ -31,7 +31,7 @@ async def everyone_reaches_the_scheduler(
     """Each node's first rank opens a comm to the scheduler, as its workers
     will: a node that cannot is one line now, naming it, not a startup timeout."""
     error = None
-    if role.rank in layout.first_ranks and role.rank != SCHEDULER_RANK:
+    if role.rank in layout.first_ranks and role.kind != "scheduler":
         error = await reach(address, security)
         if error is not None:
             mine = ", ".join(str(a) for a in node_addresses() if not a.is_loopback) or "none"

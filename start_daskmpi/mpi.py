@@ -55,10 +55,11 @@ def launcher_world(environ: Mapping[str, str]) -> tuple[int, int] | None:
     return None
 
 
-def mpi_world(environ: Mapping[str, str]) -> Any:
-    """COMM_WORLD when a launcher started several ranks, else None (local mode)."""
+def mpi_world(environ: Mapping[str, str], one_rank: bool = False) -> Any:
+    """COMM_WORLD when a launcher started several ranks (or one, where
+    ``one_rank``), else None (local mode)."""
     launched = launcher_world(environ)
-    if launched is None or launched[0] == 1:
+    if launched is None or (launched[0] == 1 and not one_rank):
         return None
     try:
         import mpi4py
@@ -224,6 +225,9 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
     rank's node."""
     from mpi4py import MPI
 
+    if world.size == 1:  # a joining job of one rank
+        MPI.Finalize()
+        return
     if world.rank == DRIVER_RANK:
         missing = ranks_not_leaving(world)
         logger.info("ranks that did not say they leave: %s", missing)

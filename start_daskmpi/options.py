@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     # What only the Python API sets (dask_mpi_api): a Worker class of the user's,
     # and keywords for every worker, as dask-mpi's initialize() takes them.
     parser.set_defaults(worker_class=None, worker_options={})
+    parser.set_defaults(join_tag=None)  # set once a joining job's ranks agree on it
     return parser
 
 
@@ -323,6 +324,12 @@ def add_run_options(group: Any) -> None:
         help="write the scheduler's address here, for other clients",
     )
     group.add_argument(
+        "--join", type=_path, metavar="SCHEDULER_FILE",
+        help="add this job's ranks, as workers (one per GPU), to the running cluster of "
+        "another job of yours started with --scheduler-file SCHEDULER_FILE; they leave "
+        "when either job ends",
+    )
+    group.add_argument(
         "--log-dir", type=_path, metavar="DIR",
         help="folder for per-rank logs (default: ~/dask_logs/<job id or timestamp>)",
     )
@@ -374,7 +381,11 @@ def add_plan_options(group: Any) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; raise LaunchError with one line for a bad one."""
     args = build_parser().parse_args(argv)
-    args.jupyterlab = args.script is None  # the driver's part (the Python API: its caller's)
+    if args.join and args.script:
+        raise LaunchError(f"--join adds workers only, and runs no script: drop {args.script}, "
+                          "and run it in the job you join")
+    # The driver's part (the Python API: its caller's); a joining job has none.
+    args.jupyterlab = args.script is None and args.join is None
     planning = args.plan or args.launch_command
     if not planning and (args.ranks or args.nodes != 1 or args.hostfile):
         raise LaunchError(

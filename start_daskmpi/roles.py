@@ -118,6 +118,15 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+def close_joined_workers(scheduler: Scheduler, layout: Layout) -> None:
+    """Ask the workers of jobs that joined this one (--join) to leave: no rank
+    of this job tells them the job is over."""
+    ours = {role.name for role in layout.workers}
+    for worker in list(scheduler.workers.values()):
+        if worker.name not in ours:
+            scheduler.close_worker(worker.address)
+
+
 async def serve_scheduler(
     world: Any, args: argparse.Namespace, layout: Layout, security: Security
 ) -> int:
@@ -148,6 +157,7 @@ async def serve_scheduler(
             raise RankLost(DRIVER_RANK)
         for watch in (lost, finished):
             watch.cancel()
+        close_joined_workers(scheduler, layout)
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
     return await end
 
@@ -242,7 +252,8 @@ def plan_cluster(
     """Roles, the interface of each node's servers, and how it was chosen."""
     if args.gpus_per_node is None:
         nodes = with_rank_masks(rank_nodes, nodes, rank_masks)
-    layout = plan_layout(rank_nodes, nodes, nthreads=args.nthreads, memory_limit=args.memory_limit)
+    layout = plan_layout(rank_nodes, nodes, nthreads=args.nthreads,
+                         memory_limit=args.memory_limit, joining=args.join_tag)
     hosts = [node.host for node in nodes]
     interfaces, note = interfaces_for(args.interface, hosts, [n.addresses for n in nodes])
     return layout, interfaces, note

@@ -1,5 +1,8 @@
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,12 @@ def pytest_runtest_logreport(report):
             "reason": reason,
             "measured": [value for name, value in report.user_properties if name == "measured"],
         }) + "\n")
+
+
+@pytest.fixture
+def shared(tmp_path_factory):
+    """A folder every user may write in, as /tmp is (sticky); removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="start_daskmpi-shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

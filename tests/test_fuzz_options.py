@@ -70,6 +70,7 @@ VALUES = {
     "--scheduler-port": numbers, "--dashboard-address": host_ports, "--jupyter-port": numbers,
     "--ssh-hops": st.one_of(st.sampled_from(["a@b,c", "login", ",", "a,,b"]), any_text),
     "--scheduler-file": path_names, "--log-dir": path_names, "--status-file": path_names,
+    "--join": path_names,
     "--startup-timeout": durations, "--nodes": numbers, "-np": numbers, "--ranks": numbers,
     "--hostfile": path_names, "--preload": path_names,
     "--pre-import": st.one_of(

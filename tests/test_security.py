@@ -8,59 +8,17 @@ file the other user makes is in a shared folder this module makes and removes.
 from __future__ import annotations
 
 import os
-import pwd
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
+from other_user import AS_ANOTHER_USER, as_other_user
 
 from launch import LAUNCHER, NEEDS_MPIRUN, SCRIPTS, Session, launch, our_lines, run_processes
-
-NOBODY = "nobody"
-
-
-def other_user_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "acting as another user needs root (setpriv)"
-    if not shutil.which("setpriv"):
-        return "acting as another user needs setpriv (util-linux)"
-    try:
-        pwd.getpwnam(NOBODY)
-    except KeyError:
-        return f"no user {NOBODY!r} on this machine"
-    return None
-
-
-AS_ANOTHER_USER = pytest.mark.skipif(other_user_reason() is not None,
-                                     reason=str(other_user_reason()))
-
-
-def as_other_user(code: str, *args: str) -> subprocess.CompletedProcess:
-    """Python ``code`` run as the other user, with ``args``; its own environment."""
-    user = pwd.getpwnam(NOBODY)
-    return subprocess.run(
-        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-         sys.executable, "-c", code, *args],
-        capture_output=True, text=True, timeout=60, cwd="/",
-        # Its own environment, but for where this Python finds its packages.
-        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent",
-             **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}},
-    )
-
-
-@pytest.fixture
-def shared(tmp_path_factory):
-    """A folder every user may write in, as /tmp is (sticky); removed after."""
-    folder = Path(tempfile.mkdtemp(prefix="start_daskmpi-shared-", dir="/tmp"))
-    folder.chmod(0o1777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def own_options(tmp_path: Path) -> list[str]:

@@ -1,0 +1,192 @@
+"""--join SCHEDULER_FILE: a second mpirun adds its ranks' workers to a running
+cluster of the same user (more nodes, CPU nodes beside GPU nodes).
+
+The first job, given --scheduler-file, notes in that file where its client's
+credentials are (the client.env of the driver's private folder); the joining
+job reads them, so only a process of the same user, on a node that sees that
+folder, can join.  Every rank of the joining job serves workers (one per GPU),
+named apart from the first job's; they leave when either job ends: the first
+job's scheduler closing, or a signal to this one.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LaunchError, attempt, report
+
+NOTE = "start_daskmpi"  # the key of the first job's note in its scheduler file
+SCHEDULER_POLL = 1.0  # seconds between an idle rank's looks at the scheduler
+
+
+@dataclass(frozen=True)
+class JoinTarget:
+    """What a joining job needs of the running cluster."""
+
+    address: str
+    client_env: Path | None  # the first job's client.env, where it noted one
+
+
+def note_credentials(scheduler_file: Path, client_env: Path) -> None:
+    """In the first job: add to its scheduler file where its client's
+    credentials are, for a job that joins it.  Replaced whole, never half-written."""
+    data = json.loads(scheduler_file.read_text())
+    data[NOTE] = {"client_env": str(client_env)}
+    partial = scheduler_file.with_name(f".{scheduler_file.name}.{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2))
+    os.chmod(partial, scheduler_file.stat().st_mode & 0o777)
+    os.replace(partial, scheduler_file)
+
+
+def read_target(path: Path) -> JoinTarget:
+    """The cluster a scheduler file names; LaunchError, one line, where it names none."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise LaunchError(f"--join {path}: {e.strerror}: give the --scheduler-file of a "
+                          "running job of yours") from None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("address"), str):
+        raise LaunchError(f"--join {path}: not a scheduler file (no address in it)")
+    note = data.get(NOTE)
+    client_env = note.get("client_env") if isinstance(note, dict) else None
+    return JoinTarget(data["address"], Path(client_env) if client_env else None)
+
+
+def client_variables(text: str) -> dict[str, str]:
+    """The variables of a client.env (lines ``export NAME=value``, shell-quoted)."""
+    variables = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, value = words[1].split("=", 1)
+            variables[name] = value
+    return variables
+
+
+def join_credentials(target: JoinTarget) -> Any:
+    """The first job's client credentials, for this job's workers; None for a
+    cluster without TLS."""
+    from .security import Credentials
+
+    if not target.address.startswith("tls://"):
+        return None
+    if target.client_env is None:
+        raise LaunchError(
+            f"--join: the cluster at {target.address} uses TLS, but its scheduler file does "
+            "not say where its credentials are: start that job with start_daskmpi "
+            "--scheduler-file FILE, and join with that FILE"
+        )
+    try:
+        variables = client_variables(target.client_env.read_text())
+        prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+        ca, certificate, key = (Path(variables[prefix + name]).read_text()
+                                for name in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY"))
+    except (OSError, KeyError) as e:
+        why = e.strerror if isinstance(e, OSError) else f"no {e} in it"
+        raise LaunchError(
+            f"--join: cannot read the credentials of the job at {target.address} "
+            f"({target.client_env}: {why}): join from a node that sees that folder (the "
+            "first job's driver's), or give the first job a TMPDIR all nodes share"
+        ) from None
+    return Credentials(ca, certificate, key)
+
+
+def join_tag(world: Any) -> str:
+    """What tells this job's worker names apart from the first job's and from
+    another joining job's, the same on every rank."""
+    return world.bcast(f"join{secrets.token_hex(2)}" if world.rank == 0 else None, root=0)
+
+
+async def scheduler_gone(address: str, security: Any) -> None:
+    """Return once the scheduler no longer answers (its job has ended)."""
+    from .servers import registered_workers
+
+    while await registered_workers(address, security) is not None:
+        await asyncio.sleep(SCHEDULER_POLL)
+
+
+async def serve_joined(
+    args: argparse.Namespace, role: Any, address: str, security: Any, log_file: Path
+) -> int:
+    """This rank's worker (or none: an idle rank) in the joined cluster, until
+    that cluster ends (0) or a signal ends this job (128 + N)."""
+    from .places import private_scratch
+    from .roles import unless_ended
+    from .servers import describe, make_worker, stop_worker
+
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[int] = loop.create_future()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(
+            signum, lambda n=signum: stopped.done() or stopped.set_result(128 + n)
+        )
+    if role.kind != "worker":
+        await unless_ended(stopped, scheduler_gone(address, security))
+        return stopped.result() if stopped.done() else 0
+    with private_scratch(args.local_directory) as scratch:
+        server = make_worker(address, role, args, security, log_file, scratch)
+        try:
+            if await unless_ended(stopped, server):
+                await unless_ended(stopped, server.finished())
+        except Exception as e:
+            report(f"worker {role.name} (rank {role.rank}) failed to join: {describe(e)}")
+            return 1
+        finally:
+            await stop_worker(server)
+    return stopped.result() if stopped.done() else 0
+
+
+def run_joining(world: Any, args: argparse.Namespace) -> int:
+    """This rank's part of a joining job, ended together with its other ranks."""
+    from .liveness import everyone_reaches_the_scheduler
+    from .mpi import agree, exit_together
+    from .places import make_log_dir
+    from .roles import agree_on_cluster, prepare_rank
+    from .security import security_from
+
+    target, error = attempt(read_target, args.join)
+    credentials, credentials_error = (
+        attempt(join_credentials, target) if target else (None, None)
+    )
+    if not agree(world, error or credentials_error):
+        return 2
+    args.join_tag = join_tag(world)
+    agreed = agree_on_cluster(world, args)
+    if agreed is None:
+        return 2
+    layout, args, _ = agreed
+    made = attempt(make_log_dir, args.log_dir) if world.rank == 0 else None
+    log_dir, error = world.bcast(made, root=0)
+    role = layout.roles[world.rank]
+    log_file, rank_error = attempt(prepare_rank, role, args, log_dir) if log_dir else (None, None)
+    if not agree(world, error or rank_error):
+        return 2
+    security = security_from(credentials)
+    reached = everyone_reaches_the_scheduler(world, layout, role, target.address, security)
+    if not asyncio.run(reached):
+        return 2
+    if world.rank == 0:
+        print(f"Joining the cluster at {target.address} with {len(layout.workers)} worker(s) "
+              f"(named *-{args.join_tag}); they leave when that cluster ends, or this job "
+              f"does. Logs: {log_dir}", flush=True)
+        for note in layout.notes:
+            print(f"start_daskmpi: warning: {note}", file=sys.stderr, flush=True)
+    code = asyncio.run(serve_joined(args, role, target.address, security, log_file))
+    if world.rank == 0:
+        why = (f"The cluster at {target.address} has ended" if code == 0
+               else f"Interrupted ({signal.Signals(code - 128).name})" if code > 128
+               else "A worker failed")
+        print(f"{why}: the joined workers left", flush=True)
+    exit_together(world, code, layout.hosts)
+    return code
