@@ -440,3 +440,39 @@ def test_a_walltime_sigterm_to_the_batch_script_lets_the_finally_run(tmp_path, r
     assert "Interrupted (SIGTERM): stopping Dask" in run.stdout, run
     assert time.monotonic() - signaled < 30, run
     assert "Traceback" not in run.output, run
+
+
+def on_one_node(cluster: SimCluster, node, ranks: int) -> list[str]:
+    """MPICH's mpiexec starting the launcher on ``node`` of the cluster alone."""
+    return [str(MPIEXEC), "-launcher", "ssh", "-launcher-exec", str(cluster.ssh),
+            "-iface", cluster.bridge, "-hosts", f"{node.address}:{ranks}", "-n", str(ranks),
+            sys.executable, str(LAUNCHER)]
+
+
+def test_a_job_on_another_node_joins_the_cluster(tmp_path):
+    """The first job on one node, a second on another joins it (--join) with the
+    credentials the first job's driver left in its folder; its workers do work,
+    and leave when the first job ends."""
+    scheduler_file = tmp_path / "scheduler.json"
+    options = ["--interface", "eth0", "--gpus-per-node", "0"]
+    env = SimCluster.MPICH_ENVIRONMENT
+    with SimCluster(2) as cluster:
+        first_node, second_node = cluster.nodes
+        with Session(["--log-dir", str(tmp_path / "logs"), *options, "--scheduler-file",
+                      str(scheduler_file), str(SCRIPTS / "joined.py"), "3"],
+                     launcher=on_one_node(cluster, first_node, 3), env=env,
+                     cwd=tmp_path) as session:
+            session.wait_for("Another client of yours")
+            second = launch(["--log-dir", str(tmp_path / "joined-logs"), *options,
+                             "--join", str(scheduler_file)],
+                            launcher=on_one_node(cluster, second_node, 2), env=env,
+                            cwd=tmp_path, timeout=120)
+            first = session.finish(timeout=60)
+    print(first, second)
+    assert first.rc == 0 and first.leftovers == [] and "Traceback" not in first.output, first
+    joined = re.search(r"^JOINED (.*)$", first.stdout, re.M)[1].split()
+    assert {name.split("-cpu")[0] for name in joined} == {second_node.name}, joined
+    assert "ON A JOINED WORKER 42" in first.stdout
+    assert second.rc == 0 and second.leftovers == [] and "Traceback" not in second.output
+    assert f"Joining the cluster at tls://{first_node.address}:" in second.stdout
+    assert "has ended: the joined workers left" in second.stdout
