@@ -1,7 +1,8 @@
 """Strong scaling of cupy_test on the GPUs of one node: efficiency t(1) / (k t(k)).
 
     python bench/gpu_scaling.py [--gpus 1 2 4] [--size 500000] [--repeat 3]
-        [--script LABEL=PATH ...] [--out bench/results/gpu_scaling.json]
+        [--script LABEL=PATH ...] [--variant LABEL=OPTIONS ...]
+        [--out bench/results/gpu_scaling.json]
 
 For each GPU count k (one worker a GPU, ``mpirun -np k+2``) and each version of
 cupy_test given (default: this checkout's; name an older copy to compare side
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,9 +36,11 @@ from launch import launcher_command  # noqa: E402
 JOB = Path(__file__).resolve().parent / "task_stream_job.py"
 
 
-def one_run(script: Path, gpus: int, args: argparse.Namespace, logs: Path) -> dict:
+def one_run(
+    script: Path, gpus: int, args: argparse.Namespace, logs: Path, options: list[str]
+) -> dict:
     command = launcher_command(
-        ["--interface", "lo", "--log-dir", str(logs), "--gpus-per-node", str(gpus),
+        ["--interface", "lo", "--log-dir", str(logs), "--gpus-per-node", str(gpus), *options,
          str(JOB), str(script), "--size", str(args.size), "--skip-cpu",
          "--repeat", str(args.repeat)],
         gpus + 2,
@@ -67,17 +71,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--script", action="append", metavar="LABEL=PATH",
                         help="a version of cupy_test to run (default: this checkout's)")
+    parser.add_argument("--variant", action="append", metavar="LABEL=OPTIONS",
+                        help="launcher options to compare, e.g. 'threads=--nthreads 2' "
+                        "(default: none)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     scripts = dict(s.split("=", 1) for s in args.script or [f"now={ROOT / 'cupy_test.py'}"])
+    variants = dict(v.split("=", 1) for v in args.variant or ["="])
+    labels = {(s, v): " ".join(filter(None, [s, v])) for s in scripts for v in variants}
     results: dict = {
         "machine": f"{platform.node()}, {os.cpu_count()} cores",
-        "size": args.size, "repeat": args.repeat, "runs": {label: {} for label in scripts},
+        "size": args.size, "repeat": args.repeat,
+        "options": {label: variants[v] for (_, v), label in labels.items()},
+        "runs": {label: {} for label in labels.values()},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for gpus in args.gpus:
-            for label, script in scripts.items():
-                run = one_run(Path(script).resolve(), gpus, args, Path(tmp, "logs"))
+            for (name, variant), label in labels.items():
+                script, options = scripts[name], shlex.split(variants[variant])
+                run = one_run(Path(script).resolve(), gpus, args, Path(tmp, "logs"), options)
                 results["runs"][label][gpus] = run
                 results.setdefault("efficiency", {})[label] = efficiency(results["runs"][label])
                 shown = {key: run.get(key) for key in ("seconds", "first", "rc")}
