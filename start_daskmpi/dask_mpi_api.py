@@ -186,6 +186,7 @@ class ClientRank:
         self.job: Any = None
         self.status: ScriptStatus | None = None
         self.ended = False
+        self.job_status = 0  # what end() ended the job with
 
     def start(self) -> None:
         from .banners import connection_banner
@@ -209,8 +210,7 @@ class ClientRank:
             raise SystemExit(self.job_status) from None
         print(connection_banner(info.dashboard_port, route))
         print(flush=True)
-        if self.exit:
-            self.status = ScriptStatus()
+        self.status = ScriptStatus()
         atexit.register(self.end_at_exit)
 
     def failed_start(self, error: BaseException) -> int:
@@ -225,7 +225,9 @@ class ClientRank:
         if self.ended:
             return
         self.end(self.status.code if self.status else 0)
-        if self.status and (self.status.interrupted or self.status.code != self.job_status):
+        # With exit=False, MPI is the caller's to finalise, at its exit: no shortcut.
+        if self.exit and self.status and (self.status.interrupted
+                                          or self.status.code != self.job_status):
             sys.stdout.flush()
             sys.stderr.flush()
             # exit(3), not _exit(2): MPICH's exit handlers must run (mpi.hard_exit_ends_the_job).

@@ -158,6 +158,22 @@ def test_keywords_reach_the_workers_and_exit_false_returns_mpi(tmp_path):
     assert ranks == [("0", "False"), ("1", "True"), ("2", "False"), ("3", "False")], run
 
 
+@pytest.mark.timeout(120)
+def test_exit_false_without_send_close_signal_ends_at_the_scripts_exit(tmp_path):
+    """dask-mpi's cluster would wait forever for send_close_signal(); here the
+    client's rank failing ends the job, with its status."""
+    script = tmp_path / "no_close.py"
+    script.write_text(
+        "from start_daskmpi import initialize\n"
+        "if initialize(exit=False, interface='lo', gpus_per_node=0):\n"
+        "    raise ValueError('no send_close_signal() on the way out')\n"
+    )
+    run = run_script(script, 3, tmp_path, timeout=90)
+    assert run.rc == 1 and run.leftovers == [], run
+    assert run.stderr.count("Traceback") == 1 and "ValueError: no send_close_signal()" in run.stderr
+    assert run.stdout.rstrip().endswith("Exited with status 1"), run
+
+
 @pytest.mark.timeout(60)
 def test_a_bad_keyword_is_one_line_on_every_rank(tmp_path):
     script = tmp_path / "bad.py"
