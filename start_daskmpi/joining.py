@@ -148,9 +148,22 @@ async def serve_joined(
 
 
 def run_joining(world: Any, args: argparse.Namespace) -> int:
-    """This rank's part of a joining job, ended together with its other ranks."""
+    """This rank's part of a joining job, ended together with its other ranks,
+    a mistake too: MPICH's mpirun kills the ranks still running as soon as one
+    exits non-zero, and reports the kill."""
+    from .mpi import exit_together
+
+    hosts: list[str] = []
+    code = join_cluster(world, args, hosts)
+    exit_together(world, code, hosts)
+    return code
+
+
+def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
+    """Join the cluster, serve this rank's worker until either job ends; its
+    status.  ``hosts`` is given each rank's node, once agreed."""
     from .liveness import everyone_reaches_the_scheduler
-    from .mpi import agree, exit_together
+    from .mpi import agree
     from .places import make_log_dir
     from .roles import agree_on_cluster, prepare_rank
     from .security import security_from
@@ -166,6 +179,7 @@ def run_joining(world: Any, args: argparse.Namespace) -> int:
     if agreed is None:
         return 2
     layout, args, _ = agreed
+    hosts += layout.hosts
     made = attempt(make_log_dir, args.log_dir) if world.rank == 0 else None
     log_dir, error = world.bcast(made, root=0)
     role = layout.roles[world.rank]
@@ -188,5 +202,4 @@ def run_joining(world: Any, args: argparse.Namespace) -> int:
                else f"Interrupted ({signal.Signals(code - 128).name})" if code > 128
                else "A worker failed")
         print(f"{why}: the joined workers left", flush=True)
-    exit_together(world, code, layout.hosts)
     return code

@@ -197,28 +197,33 @@ class SimCluster:
     # memory, and a cut link would not cut them off.
     MPICH_ENVIRONMENT = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp"}
 
-    def mpich(self, ranks: list[int] | int) -> list[str]:
+    def mpich(self, ranks: list[int] | int, nodes: list[SimNode] | None = None) -> list[str]:
         """MPICH's mpiexec options for this cluster: ``ranks`` per node in blocks
-        (a list, one count a node), or an int: that many ranks one per node in turn."""
+        (a list, one count a node), or an int: that many ranks one per node in turn;
+        ``nodes``: the nodes to use (default: all)."""
+        nodes = nodes or self.nodes
         if isinstance(ranks, int):
-            hosts, total = ",".join(n.address for n in self.nodes), ranks
+            hosts, total = ",".join(n.address for n in nodes), ranks
         else:
-            hosts = ",".join(f"{n.address}:{k}" for n, k in zip(self.nodes, ranks, strict=True))
+            hosts = ",".join(f"{n.address}:{k}" for n, k in zip(nodes, ranks, strict=True))
             total = sum(ranks)
         return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface", self.bridge,
                 "-hosts", hosts, "-n", str(total)]
 
 
-    def openmpi(self, ranks: list[int] | int, prefix: Path) -> list[str]:
+    def openmpi(
+        self, ranks: list[int] | int, prefix: Path, nodes: list[SimNode] | None = None
+    ) -> list[str]:
         """Open MPI's mpirun options for this cluster, as mpich() gives MPICH's;
         ``prefix``: the environment that holds Open MPI, the same on every node.
         Its daemons and ranks are told the bridge's network, which every node
         and this machine have (its own default would be this machine's address)."""
+        nodes = nodes or self.nodes
         if isinstance(ranks, int):
-            hosts = ",".join(f"{n.address}:{ranks}" for n in self.nodes)
+            hosts = ",".join(f"{n.address}:{ranks}" for n in nodes)
             total, mapping = ranks, ["--map-by", "node"]
         else:
-            hosts = ",".join(f"{n.address}:{k}" for n, k in zip(self.nodes, ranks, strict=True))
+            hosts = ",".join(f"{n.address}:{k}" for n, k in zip(nodes, ranks, strict=True))
             total, mapping = sum(ranks), []
         network = str(self.subnet)
         return ["--prtemca", "plm_ssh_agent", str(self.ssh), "--prefix", str(prefix),

@@ -57,29 +57,32 @@ BOTH_MPIS = pytest.mark.parametrize(
 )
 
 
-def mpiexec(cluster: SimCluster, ranks, *options: str) -> list[str]:
-    """mpiexec over the cluster's nodes, starting the launcher: ``ranks`` a list
-    (in blocks) or an int (one per node in turn)."""
-    return [str(MPIEXEC), *options, *cluster.mpich(ranks), sys.executable, str(LAUNCHER)]
+def mpiexec(cluster: SimCluster, ranks, *options: str, nodes=None) -> list[str]:
+    """mpiexec over the cluster's nodes (or ``nodes``), starting the launcher:
+    ``ranks`` a list (in blocks) or an int (one per node in turn)."""
+    return [str(MPIEXEC), *options, *cluster.mpich(ranks, nodes), sys.executable,
+            str(LAUNCHER)]
 
 
-def open_mpi_run(cluster: SimCluster, ranks, *options: str) -> list[str]:
+def open_mpi_run(cluster: SimCluster, ranks, *options: str, nodes=None) -> list[str]:
     """The same with Open MPI's mpirun and the launch line's own options; it
     passes no variable to other nodes unless told: the ones the launch lines
     carry, and the tests' run token."""
     # TMPDIR too, which the launch lines leave to each node (conftest sets it).
     carried = carried_variables({**os.environ, **ROOT_ALLOWED, TOKEN_VARIABLE: ""}) + ["TMPDIR"]
-    return [str(OPEN_MPI / "bin" / "mpirun"), *options, *cluster.openmpi(ranks, OPEN_MPI),
+    return [str(OPEN_MPI / "bin" / "mpirun"), *options,
+            *cluster.openmpi(ranks, OPEN_MPI, nodes),
             *launchers.OPEN_MPI.unbound, *launchers.OPEN_MPI.bounded,
             *[word for name in carried for word in ("-x", name)],
             str(OPEN_MPI / "bin" / "python"), str(LAUNCHER)]
 
 
-def launcher_on(cluster: SimCluster, ranks, mpi: str, *options: str):
-    """The launch command on the cluster under ``mpi``, and the variables it needs."""
+def launcher_on(cluster: SimCluster, ranks, mpi: str, *options: str, nodes=None):
+    """The launch command on the cluster (or ``nodes`` of it) under ``mpi``, and
+    the variables it needs."""
     if mpi == "MPICH":
-        return mpiexec(cluster, ranks, *options), SimCluster.MPICH_ENVIRONMENT
-    return open_mpi_run(cluster, ranks, *options), ROOT_ALLOWED
+        return mpiexec(cluster, ranks, *options, nodes=nodes), SimCluster.MPICH_ENVIRONMENT
+    return open_mpi_run(cluster, ranks, *options, nodes=nodes), ROOT_ALLOWED
 
 
 def run_on(cluster: SimCluster, ranks, args: list[str], tmp_path: Path, timeout: float = 90,
@@ -442,31 +445,24 @@ def test_a_walltime_sigterm_to_the_batch_script_lets_the_finally_run(tmp_path, r
     assert "Traceback" not in run.output, run
 
 
-def on_one_node(cluster: SimCluster, node, ranks: int) -> list[str]:
-    """MPICH's mpiexec starting the launcher on ``node`` of the cluster alone."""
-    return [str(MPIEXEC), "-launcher", "ssh", "-launcher-exec", str(cluster.ssh),
-            "-iface", cluster.bridge, "-hosts", f"{node.address}:{ranks}", "-n", str(ranks),
-            sys.executable, str(LAUNCHER)]
-
-
-def test_a_job_on_another_node_joins_the_cluster(tmp_path):
+@BOTH_MPIS
+def test_a_job_on_another_node_joins_the_cluster(tmp_path, mpi):
     """The first job on one node, a second on another joins it (--join) with the
     credentials the first job's driver left in its folder; its workers do work,
     and leave when the first job ends."""
     scheduler_file = tmp_path / "scheduler.json"
     options = ["--interface", "eth0", "--gpus-per-node", "0"]
-    env = SimCluster.MPICH_ENVIRONMENT
     with SimCluster(2) as cluster:
         first_node, second_node = cluster.nodes
+        launcher, env = launcher_on(cluster, [3], mpi, nodes=[first_node])
         with Session(["--log-dir", str(tmp_path / "logs"), *options, "--scheduler-file",
                       str(scheduler_file), str(SCRIPTS / "joined.py"), "3"],
-                     launcher=on_one_node(cluster, first_node, 3), env=env,
-                     cwd=tmp_path) as session:
+                     launcher=launcher, env=env, cwd=tmp_path) as session:
             session.wait_for("Another client of yours")
+            launcher, env = launcher_on(cluster, [2], mpi, nodes=[second_node])
             second = launch(["--log-dir", str(tmp_path / "joined-logs"), *options,
                              "--join", str(scheduler_file)],
-                            launcher=on_one_node(cluster, second_node, 2), env=env,
-                            cwd=tmp_path, timeout=120)
+                            launcher=launcher, env=env, cwd=tmp_path, timeout=120)
             first = session.finish(timeout=60)
     print(first, second)
     assert first.rc == 0 and first.leftovers == [] and "Traceback" not in first.output, first
