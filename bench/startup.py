@@ -11,15 +11,20 @@ dask-mpi's ``initialize()`` starts plain workers in the rank processes; the
 launcher by default starts each worker behind a nanny, which restarts it if it
 dies, and with ``--no-nanny`` like dask-mpi.  ``--compare-with`` adds the
 launcher of another checkout of this repository (an earlier commit, say), run
-side by side.  Loopback only.  Prints medians and the ratios to dask-mpi.
+side by side.  Loopback only.  Prints medians and the ratios to dask-mpi, and
+for the launcher's runs where the start-up went, from their rank logs (the
+seconds from mpirun's start to the last rank agreed, the scheduler up, the last
+worker started and registered).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,12 +58,41 @@ initialize(interface="lo", gpus_per_node=0, log_dir={logs!r})
 """ + JOB
 
 
-def timed(command: list[str], timeout: float = 600) -> tuple[float, float]:
-    """Seconds to every worker registered, and to the end, of one run."""
+# Where a launcher run's start-up time goes, from its rank logs (distributed's
+# log format starts with the time): the last rank done with the agreement (the
+# layout, the log folder, its certificate: its first line), the scheduler up,
+# the last worker started, the last worker registered.
+PHASES = {
+    "ranks agreed": (r"rank\d+-[a-z]+\.log", r"start_daskmpi - INFO - rank \d+ on "),
+    "scheduler up": (r"rank\d+-scheduler\.log", r"Scheduler at:"),
+    "workers started": (r"rank\d+-worker(-process)?\.log", r"Start worker at:"),
+    "workers registered": (r"rank\d+-worker(-process)?\.log", r"Registered to:"),
+}
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def phases(logs: Path, start: float) -> dict[str, float]:
+    """Seconds from ``start`` to the last line of each phase in the logs."""
+    found: dict[str, float] = {}
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            stamp = STAMP.match(line)
+            for phase, (name, pattern) in PHASES.items():
+                if stamp and re.fullmatch(name, path.name) and re.search(pattern, line):
+                    at = datetime.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    found[phase] = max(found.get(phase, 0.0), at - start)
+    return found
+
+
+def timed(command: list[str], logs: Path, timeout: float = 600) -> dict[str, float]:
+    """Seconds to every worker registered (as the script saw it), to the end,
+    and to each phase of ``logs`` (emptied first), of one run."""
+    shutil.rmtree(logs, ignore_errors=True)
     start = time.time()
     done = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True)
+    end = time.time() - start
     registered = float(re.search(r"^REGISTERED (\S+)$", done.stdout, re.M)[1])
-    return registered - start, time.time() - start
+    return {**phases(logs, start), "registered": registered - start, "exit": end}
 
 
 def main() -> None:
@@ -99,15 +133,20 @@ def main() -> None:
                 "dask-mpi": launcher_command([], ranks, [sys.executable, str(baseline)]),
             }
             for command in variants.values():
-                timed(command)  # warm the file cache
-            times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+                timed(command, Path(logs))  # warm the file cache
+            times: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
             for _ in range(args.repeat):
                 for name, command in variants.items():
-                    times[name].append(timed(command))
-            registered = {name: statistics.median(r for r, _ in t) for name, t in times.items()}
-            medians = {name: statistics.median(e for _, e in t) for name, t in times.items()}
+                    times[name].append(timed(command, Path(logs)))
+            registered = {name: statistics.median(r["registered"] for r in t)
+                          for name, t in times.items()}
+            medians = {name: statistics.median(r["exit"] for r in t) for name, t in times.items()}
+            breakdown = {name: {phase: round(statistics.median(r[phase] for r in t), 2)
+                                for phase in [*PHASES, "registered", "exit"]
+                                if all(phase in r for r in t)}
+                         for name, t in times.items()}
             results["runs"].append({"ranks": ranks, "seconds": times, "medians": medians,
-                                    "registered": registered})
+                                    "registered": registered, "phases": breakdown})
             print(
                 f"{ranks:3d} ranks: "
                 + ", ".join(f"{name} {registered[name]:.2f} / {medians[name]:.2f} s"
@@ -119,6 +158,9 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            for name, seen in breakdown.items():
+                said = ", ".join(f"{phase} {at:.2f}" for phase, at in seen.items())
+                print(f"    {name}: {said}", flush=True)
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(results, indent=2))
