@@ -38,7 +38,8 @@ from .options import parse_args
 # or the next free port, on the servers' interface).
 DASK_MPI_DASHBOARD = ":8787"
 # Command-line options that describe a run of the command, not a cluster.
-NOT_KEYWORDS = ("script", "script_args", "plan", "launch_command", "nodes", "ranks", "hostfile")
+NOT_KEYWORDS = ("script", "script_args", "plan", "launch_command", "nodes", "ranks", "hostfile",
+                "join")
 
 
 def launcher_argv(

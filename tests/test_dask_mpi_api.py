@@ -252,7 +252,7 @@ def test_the_launchers_options_as_keywords(name, value, expected):
     assert option_argv(name, value) == expected
 
 
-@pytest.mark.parametrize("name", ["script", "plan", "ranks", "hostfile"])
+@pytest.mark.parametrize("name", ["script", "plan", "ranks", "hostfile", "join"])
 def test_options_of_the_command_line_only_are_refused(name):
     with pytest.raises(LaunchError, match=f"^{name} is an option of the command line only"):
         argv(**{name: "x"})
