@@ -62,6 +62,10 @@ def test_a_second_job_joins_and_its_workers_leave_when_the_first_ends(tmp_path, 
     assert re.search(r"^Joining the cluster at tls://127\.0\.0\.1:\d+ with 2 worker\(s\)",
                      second.stdout, re.M), second
     assert "the joined workers left" in second.stdout
+    # Told to leave by the first job's scheduler, not left to find it gone.
+    told = [log for log in (tmp_path / "joined-logs").glob("rank*-worker-process.log")
+            if "scheduler-close-worker" in log.read_text()]
+    assert len(told) == 2, second
 
 
 

@@ -486,3 +486,21 @@ def test_gpus_of_a_mask_keep_their_numbers_in_worker_names():
     assert [w.name for w in layout.workers] == ["a-gpu2", "a-gpu3"]
     with pytest.raises(LaunchError, match="but this node has 1 GPU"):
         choose_gpus("0", 0, 2)
+
+
+def test_a_joining_job_serves_workers_on_every_rank_named_apart():
+    """--join: no scheduler, no driver; each node's ranks take its GPUs, the
+    names carry the job's tag (the first job has its own node-gpu names)."""
+    layout = plan_layout(block_ranks([5, 4]), [node("a", 4), node("b", 4)], joining="join1a2b")
+    assert [role.kind for role in layout.roles] == ["worker"] * 4 + ["idle"] + ["worker"] * 4
+    assert [role.name for role in layout.workers] == [
+        *(f"a-gpu{i}-join1a2b" for i in range(4)), *(f"b-gpu{i}-join1a2b" for i in range(4))]
+    assert [role.gpu for role in layout.workers] == ["0", "1", "2", "3"] * 2
+    assert layout.notes == ("1 rank(s) on a have no GPU left and stay idle (ranks 4); "
+                            "-np 8 fits",)
+
+
+def test_a_joining_job_of_one_rank_is_a_worker():
+    layout = plan_layout([0], [node("c", 0, cores=16)], joining="join0000")
+    assert [(r.kind, r.name, r.nthreads) for r in layout.roles] == [
+        ("worker", "c-cpu0-join0000", 16)]
