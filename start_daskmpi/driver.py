@@ -145,8 +145,11 @@ class Job:
 
     def end(self, code: int) -> None:
         """Leave what the job leaves once its status is known: the status, for
-        a batch script; no credentials on the node."""
+        a batch script; no client connected (the script's os._exit ends the job
+        from inside the script, its clients open: the scheduler, closing, would
+        wait for them); no credentials on the node."""
         record_status(self.args, code)
+        close_clients_left_open()
         remove_private(self.client_folder)
 
 
