@@ -4,21 +4,17 @@ else the whole cluster locally.  Its return value is the process's exit status:
 the script's, 2 for a mistake the user can fix, 128 + N after signal N."""
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 
-from .errors import LaunchError, report
+from .errors import LaunchError
 from .layout import DRIVER_RANK
-from .mpi import LINE_GRACE, abort_job, launcher_world, mpi_world
+from .mpi import faults_end_the_job, launcher_world, mpi_world, said_by_rank_0
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
 from .rank_signals import keep_sigusr1_from_children
-
-logger = logging.getLogger("start_daskmpi")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,15 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_local(args)
     except LaunchError as e:
         launched = launcher_world(os.environ)
-        if launched is None or launched[1] == 0:
-            report(str(e))
-        else:
-            # Every rank has the same mistake, and rank 0 says it: give its line
-            # time to reach the terminal before mpirun, seeing this rank exit
-            # non-zero, kills the others (Open MPI does at once).
-            time.sleep(LINE_GRACE)
+        said_by_rank_0(str(e), launched[1] if launched else None)
         return 2
-    try:
+    with faults_end_the_job(world):
         if args.nanny and (world.rank > DRIVER_RANK or args.join):
             from .worker_processes import start_fork_server
 
@@ -64,7 +54,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .roles import run_rank
 
         return run_rank(world, args)
-    except Exception:
-        # A fault of ours: the other ranks would wait for this one forever.
-        logger.exception("rank %d failed", world.rank)
-        abort_job(world, 1)

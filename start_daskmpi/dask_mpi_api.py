@@ -21,12 +21,10 @@ import argparse
 import atexit
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -122,12 +120,9 @@ def cluster_args(
 
 def stop_for_mistake(comm: Any, error: LaunchError) -> NoReturn:
     """Every rank made the same mistake: rank 0 says it, every rank ends with 2."""
-    from .mpi import LINE_GRACE
+    from .mpi import said_by_rank_0
 
-    if comm.rank == SCHEDULER_RANK:
-        report(str(error))
-    else:
-        time.sleep(LINE_GRACE)  # for rank 0's line to reach the terminal first
+    said_by_rank_0(str(error), comm.rank)
     raise SystemExit(2)
 
 
@@ -159,8 +154,10 @@ class ScriptStatus:
         sys.exit, sys.excepthook = self.exit, self.excepthook
 
     def exit(self, code: object = None) -> NoReturn:
+        from .script import status_of_exit
+
         if threading.current_thread() is threading.main_thread():  # elsewhere it ends a thread
-            self.code = 0 if code is None else code if isinstance(code, int) else 1
+            self.code = status_of_exit(code)
         self.plain_exit(code)
 
     def excepthook(self, kind: type[BaseException], error: BaseException, tb: Any) -> None:
@@ -258,10 +255,8 @@ class ClientRank:
             exit_together(self.world, code, self.hosts)
 
     def leave_with_the_others(self, code: int) -> NoReturn:
-        from .mpi import exit_together
-
         if self.exit:
-            exit_together(self.world, code, self.hosts)
+            leave(self.world, code, self.hosts)
         raise SystemExit(code)
 
 
@@ -304,8 +299,8 @@ def initialize(
 def start_on(world: Any, args: argparse.Namespace, exit: bool,
              name_worker: Callable[[Any], Any]) -> bool:
     global _client_rank
-    from .mpi import RankLost, abort_job
-    from .roles import end_job_for_lost_rank, prepare_cluster, serve_role
+    from .mpi import faults_end_the_job
+    from .roles import ended_if_a_rank_is_lost, prepare_cluster, serve_role
 
     if _client_rank is not None and not _client_rank.ended:
         raise RuntimeError("initialize() was called before in this process, and its cluster "
@@ -322,14 +317,8 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
         _client_rank = ClientRank(world, cluster, hosts, exit)
         _client_rank.start()
         return True
-    try:
-        code = serve_role(world, cluster)
-    except RankLost as e:
-        end_job_for_lost_rank(world, e.rank, hosts)
-    except Exception:
-        # A fault of ours: the other ranks would wait for this one forever.
-        logging.getLogger("start_daskmpi").exception("rank %d failed", world.rank)
-        abort_job(world, 1)
+    with faults_end_the_job(world):
+        code = ended_if_a_rank_is_lost(world, hosts, lambda: serve_role(world, cluster))
     if exit:
         leave(world, code, hosts)
     return False
@@ -383,6 +372,8 @@ def execute(
     ``scheduler_rank``), then end the cluster; every rank returns.  Workers are
     named after their rank (``worker_name-rank`` with a ``worker_name``).  An
     exception of the function ends the cluster, then reaches the caller."""
+    from .script import interrupt_status, status_of_exit
+
     world = mpi_comm(comm)
     try:
         refuse_other_shapes(scheduler, scheduler_address, exclusive_workers, client_rank,
@@ -411,10 +402,10 @@ def execute(
                 client_function(*client_args, **(client_kwargs or {}))
             code = 0
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            code = status_of_exit(e.code)
             raise
-        except KeyboardInterrupt:
-            code = 128 + signal.SIGINT
+        except KeyboardInterrupt as e:  # Python says it as it reaches the caller
+            code = interrupt_status(e)
             raise
         finally:
             assert _client_rank is not None

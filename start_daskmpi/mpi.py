@@ -270,6 +270,28 @@ def end_job_without_lost_ranks(world: Any, status: int) -> NoReturn:
     abort_job(world, status)
 
 
+def said_by_rank_0(message: str, rank: int | None) -> None:
+    """Every rank met the same mistake: rank 0 (``rank`` None: no launcher
+    started this process) says it once.  The others give its line time to
+    reach the terminal before they exit: mpirun, seeing one exit non-zero,
+    kills the rest (Open MPI at once)."""
+    if rank in (None, SCHEDULER_RANK):
+        report(message)
+    else:
+        time.sleep(LINE_GRACE)
+
+
+@contextlib.contextmanager
+def faults_end_the_job(world: Any) -> Iterator[None]:
+    """A fault of ours in the block ends the job, logged: the other ranks would
+    wait for this one forever."""
+    try:
+        yield
+    except Exception:
+        logger.exception("rank %d failed", world.rank)
+        abort_job(world, 1)
+
+
 def abort_job(world: Any, status: int) -> NoReturn:
     """MPI_Abort: the launcher ends every rank, once it has the lines this rank
     wrote.  MPICH's returns, though (the launcher kills this rank a moment

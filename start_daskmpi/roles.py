@@ -308,12 +308,17 @@ def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
 def run_rank(world: Any, args: argparse.Namespace) -> int:
     """This rank's part of the job, ended together with the other ranks."""
     hosts: list[str] = []  # each rank's node, once agreed: the end names lost ones
-    try:
-        code = play_role(world, args, hosts)
-    except RankLost as e:
-        end_job_for_lost_rank(world, e.rank, hosts)
+    code = ended_if_a_rank_is_lost(world, hosts, lambda: play_role(world, args, hosts))
     exit_together(world, code, hosts)
     return code
+
+
+def ended_if_a_rank_is_lost(world: Any, hosts: list[str], serve: Callable[[], int]) -> int:
+    """``serve()``'s status; where it finds a rank lost, the job ends here."""
+    try:
+        return serve()
+    except RankLost as e:
+        end_job_for_lost_rank(world, e.rank, hosts)
 
 
 def end_job_for_lost_rank(world: Any, rank: int, hosts: list[str]) -> NoReturn:

@@ -67,23 +67,38 @@ def main_interrupted_when(
 
 
 def announce_interrupt(error: KeyboardInterrupt) -> int:
-    """Say what ended the run; return 128 + the signal, as a shell reports it."""
+    """Say what ended the run; return interrupt_status()."""
     if isinstance(error, SchedulerLost):
         report(str(error))
-        return 1
-    signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
-    print(f"\nInterrupted ({str(error) or signum.name}): stopping Dask", flush=True)
-    return 128 + signum
+    else:
+        signum = interrupted_by(error)
+        print(f"\nInterrupted ({str(error) or signum.name}): stopping Dask", flush=True)
+    return interrupt_status(error)
+
+
+def interrupted_by(error: KeyboardInterrupt) -> signal.Signals:
+    return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+
+
+def interrupt_status(error: KeyboardInterrupt) -> int:
+    """The job's status after ``error``: 128 + the signal, as a shell reports
+    it; 1 for a scheduler lost."""
+    return 1 if isinstance(error, SchedulerLost) else 128 + interrupted_by(error)
 
 
 def exit_status(code: object) -> int:
-    """The status ``sys.exit(code)`` gives a process, as the interpreter computes it."""
+    """The status ``sys.exit(code)`` gives a process, as the interpreter computes
+    it, and prints a code that is not a number, as the interpreter does."""
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+    return status_of_exit(code)
+
+
+def status_of_exit(code: object) -> int:
+    """exit_status() without the printing: where the interpreter prints."""
     if code is None:
         return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+    return code if isinstance(code, int) else 1
 
 
 def frames_from(tb: Any, filename: str) -> Any:
