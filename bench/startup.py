@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from launch import launcher_command  # noqa: E402
+from launch import PACKAGE_PATH, launcher_command  # noqa: E402
 
 JOB = """
 import time
@@ -103,9 +103,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     # The drop-in's script imports start_daskmpi from this checkout.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-    )
+    os.environ["PYTHONPATH"] = PACKAGE_PATH
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores, Python {platform.python_version()}",
                "runs": []}

@@ -77,7 +77,7 @@ def client_variables(text: str) -> dict[str, str]:
 def join_credentials(target: JoinTarget) -> Any:
     """The first job's client credentials, for this job's workers; None for a
     cluster without TLS."""
-    from .security import Credentials
+    from .security import read_client_credentials
 
     if not target.address.startswith("tls://"):
         return None
@@ -88,10 +88,7 @@ def join_credentials(target: JoinTarget) -> Any:
             "--scheduler-file FILE, and join with that FILE"
         )
     try:
-        variables = client_variables(target.client_env.read_text())
-        prefix = "DASK_DISTRIBUTED__COMM__TLS__"
-        ca, certificate, key = (Path(variables[prefix + name]).read_text()
-                                for name in ("CA_FILE", "CLIENT__CERT", "CLIENT__KEY"))
+        return read_client_credentials(client_variables(target.client_env.read_text()))
     except (OSError, KeyError) as e:
         why = e.strerror if isinstance(e, OSError) else f"no {e} in it"
         raise LaunchError(
@@ -99,7 +96,6 @@ def join_credentials(target: JoinTarget) -> Any:
             f"({target.client_env}: {why}): join from a node that sees that folder (the "
             "first job's driver's), or give the first job a TMPDIR all nodes share"
         ) from None
-    return Credentials(ca, certificate, key)
 
 
 def join_tag(world: Any) -> str:

@@ -191,16 +191,27 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+# Each part of the client's credentials: its DASK_* variable, its file.
+CLIENT_FILES = (("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "ca.pem"),
+                ("DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT", "client-cert.pem"),
+                ("DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY", "client-key.pem"))
+
+
 def write_client_credentials(credentials: Credentials, folder: Path) -> dict[str, str]:
     """Write the client's CA, certificate and key into ``folder`` (private_folder);
     return the DASK_* variables that make Client() use them."""
     variables = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
-    for key, name, text in (("CA_FILE", "ca.pem", credentials.ca),
-                            ("CLIENT__CERT", "client-cert.pem", credentials.certificate),
-                            ("CLIENT__KEY", "client-key.pem", credentials.key)):
+    parts = (credentials.ca, credentials.certificate, credentials.key)
+    for (variable, name), text in zip(CLIENT_FILES, parts, strict=True):
         write_private(folder / name, text)
-        variables[f"DASK_DISTRIBUTED__COMM__TLS__{key}"] = str(folder / name)
+        variables[variable] = str(folder / name)
     return variables
+
+
+def read_client_credentials(variables: Mapping[str, str]) -> Credentials:
+    """The credentials write_client_credentials() wrote, from the variables it
+    returned (KeyError, OSError where they are not there to read)."""
+    return Credentials(*(Path(variables[variable]).read_text() for variable, _ in CLIENT_FILES))
 
 
 def remove_private(folder: Path | None) -> None:
