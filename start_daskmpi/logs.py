@@ -35,10 +35,27 @@ def open_private(path: str | Path) -> TextIO:
     return os.fdopen(fd, "a", buffering=1)
 
 
+OURS = "start_daskmpi"  # our handlers' name, to tell them from a user's
+
+
+# distributed's default logging config gives these (and their children named
+# there) a stderr handler at import; a user's own loggers are left alone.
+DASK_LOGGER_ROOTS = ("distributed", "bokeh", "tornado")
+
+
+def dask_loggers() -> list[logging.Logger]:
+    return [
+        logger for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in DASK_LOGGER_ROOTS
+    ]
+
+
 def log_to_file(path: str | Path, verbose: bool) -> None:
     """INFO and up to ``path``; the terminal gets warnings and errors only, each
     in one line, unless verbose.  Replaces the stderr handlers distributed
-    installs at import."""
+    installs at import.  A setup of the root logger found here is the user's
+    (a script calling initialize() after logging.basicConfig()): its handlers
+    stay, in place of the terminal's, and keep showing what they showed."""
     log_format = dask.config.get("distributed.admin.log-format")
     to_file = logging.StreamHandler(open_private(path))
     to_file.setLevel(logging.INFO)
@@ -48,11 +65,16 @@ def log_to_file(path: str | Path, verbose: bool) -> None:
     to_terminal.setFormatter(
         logging.Formatter(log_format) if verbose else OneLineFormatter(log_format, path)
     )
-    for existing in logging.Logger.manager.loggerDict.values():
-        if isinstance(existing, logging.Logger) and existing.handlers:
-            existing.handlers.clear()
-            existing.propagate = True
+    for handler in (to_file, to_terminal):
+        handler.set_name(OURS)
+    for logger in dask_loggers():
+        logger.handlers.clear()
+        logger.propagate = True
     root = logging.getLogger()
-    root.handlers[:] = [to_file, to_terminal]
+    theirs = [handler for handler in root.handlers if handler.get_name() != OURS]
+    for handler in theirs:
+        if handler.level == logging.NOTSET:  # it showed what the root's level let through
+            handler.setLevel(root.level)
+    root.handlers[:] = [to_file, *(theirs or [to_terminal])]
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)

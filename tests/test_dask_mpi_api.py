@@ -186,6 +186,35 @@ def test_a_bad_keyword_is_one_line_on_every_rank(tmp_path):
     ]
 
 
+@pytest.mark.timeout(90)
+def test_a_logging_setup_made_before_initialize_stays(tmp_path):
+    """logging.basicConfig() before initialize(): the script's handlers keep
+    their format and level on every rank; the rank's log file gets Dask's
+    INFO as well; a logger of the script's own keeps its handler."""
+    script = tmp_path / "logged.py"
+    script.write_text(
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stdout,\n"
+        "                    format='MINE %(levelname)s %(name)s: %(message)s')\n"
+        "own = logging.getLogger('own')\n"
+        "own.addHandler(logging.StreamHandler(sys.stdout))\n"
+        "from start_daskmpi import initialize\n"
+        "initialize(interface='lo', gpus_per_node=0)\n"
+        "logging.getLogger('app').info('not shown: below the level of the script')\n"
+        "logging.getLogger('app').warning('shown in my format')\n"
+        "logging.getLogger('distributed.app').warning('so is Dask')\n"
+        "own.warning('own handler')\n"
+    )
+    run = run_script(script, 3, tmp_path, timeout=75)
+    assert run.rc == 0 and clean(run), run
+    assert "MINE WARNING app: shown in my format" in run.stdout
+    assert "MINE WARNING distributed.app: so is Dask" in run.stdout
+    assert "not shown" not in run.stdout + run.stderr
+    assert run.stdout.count("own handler") == 2  # its own handler, and the root's
+    driver_log = next((tmp_path / "dask_logs").glob("*/rank1-driver.log")).read_text()
+    assert "shown in my format" in driver_log and " - INFO - " in driver_log
+
+
 def test_the_drivers_checks_are_a_scripts_not_jupyterlabs(monkeypatch):
     """Rank 1 runs the caller's script: JupyterLab need not be installed."""
     from start_daskmpi import checks
