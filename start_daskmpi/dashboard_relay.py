@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from distributed import Security
 from distributed.comm import get_address_host
 
-from .layout import DRIVER_RANK, SCHEDULER_RANK, Layout
+from .layout import SCHEDULER_RANK, Layout
 from .loop_thread import event_loop_thread
 from .places import DEFAULT_DASHBOARD_ADDRESS, join_host_port, parse_host_port
 from .servers import SchedulerInfo
@@ -124,7 +124,7 @@ async def dashboard_relay(
 ) -> AsyncIterator[SchedulerInfo]:
     """The far end of the dashboard relay, where JupyterLab will run on another
     node than the scheduler; yields ``info`` with the relay's address, if any."""
-    apart = layout.roles[DRIVER_RANK].host != layout.roles[SCHEDULER_RANK].host
+    apart = layout.roles[layout.driver_rank].host != layout.roles[SCHEDULER_RANK].host
     if not args.jupyterlab or not apart or info.dashboard_port is None:
         yield info
         return

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from .errors import LaunchError, report
-from .layout import DRIVER_RANK, SCHEDULER_RANK
+from .layout import DRIVER_RANK, SCHEDULER_RANK, Shape
 from .options import parse_args
 
 # dask-mpi's default dashboard address: here, the launcher's own default (8787,
@@ -126,13 +126,13 @@ def stop_for_mistake(comm: Any, error: LaunchError) -> NoReturn:
     raise SystemExit(2)
 
 
-def leave(world: Any, code: int, hosts: Sequence[str]) -> NoReturn:
+def leave(world: Any, code: int, hosts: Sequence[str], driver: int) -> NoReturn:
     """End this process with the job, as a rank of the command does."""
     from mpi4py import MPI
 
     from .mpi import exit_together
 
-    exit_together(world, code, hosts)
+    exit_together(world, code, hosts, driver)
     if not MPI.Is_finalized():
         # A rank is gone: mpi4py's own MPI_Finalize at exit would wait for it forever.
         sys.stdout.flush()
@@ -180,7 +180,10 @@ class ClientRank:
 
     def __init__(self, world: Any, cluster: Any, hosts: Sequence[str], exit: bool) -> None:
         self.world, self.cluster, self.hosts, self.exit = world, cluster, hosts, exit
+        self.driver = cluster.layout.driver_rank  # this rank
         self.stack = contextlib.ExitStack()
+        self.beside: Any = None  # roles.Beside: what the servers beside the driver are told
+        self.servers: threading.Thread | None = None  # theirs, where there are any
         self.job: Any = None
         self.status: ScriptStatus | None = None
         self.ended = False
@@ -190,17 +193,24 @@ class ClientRank:
         from .banners import connection_banner
         from .driver import Job, connected
         from .mpi import hard_exit_ends_the_job
-        from .roles import scheduler_reached
+        from .roles import Beside, scheduler_reached, serve_beside_driver
         from .script import raise_terminated
 
-        info = scheduler_reached(self.world, self.cluster)
-        if info is None:  # every rank knows, and ends with 2
-            self.leave_with_the_others(2)
         cluster = self.cluster
+        self.beside = Beside()
+        rank = self.world.rank
+        if cluster.layout.roles[rank].kind == "scheduler" or cluster.layout.beside_rank(rank):
+            self.servers = serve_beside_driver(self.world, cluster, self.beside)
+        info = scheduler_reached(self.world, cluster, self.beside)
+        if info is None:  # every rank knows, and ends with 2
+            self.servers_end(2)
+            self.leave_with_the_others(2)
         self.job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         self.stack.callback(signal.signal, signal.SIGTERM, previous)
-        self.stack.enter_context(hard_exit_ends_the_job(self.world, self.hosts, self.job.end))
+        self.stack.enter_context(
+            hard_exit_ends_the_job(self.world, self.hosts, self.job.end, self.driver)
+        )
         try:
             _, route = self.stack.enter_context(connected(self.job))
         except (LaunchError, KeyboardInterrupt) as e:
@@ -251,12 +261,23 @@ class ClientRank:
         print("Successfully exited" if code == 0 else f"Exited with status {code}", flush=True)
         self.job.end(code)
         end_job(self.world, self.job, code)
+        self.servers_end(code)
         if self.exit:
-            exit_together(self.world, code, self.hosts)
+            exit_together(self.world, code, self.hosts, self.driver)
+
+    def servers_end(self, code: int) -> None:
+        """End the servers beside the driver, and wait for them (bounded): the
+        scheduler's, beside, waits for the workers to leave."""
+        from .mpi import LEAVE_TIMEOUT
+        from .servers import WORKERS_LEAVE_TIMEOUT
+
+        self.beside.ended(code)
+        if self.servers is not None:
+            self.servers.join(WORKERS_LEAVE_TIMEOUT + LEAVE_TIMEOUT)
 
     def leave_with_the_others(self, code: int) -> NoReturn:
         if self.exit:
-            leave(self.world, code, self.hosts)
+            leave(self.world, code, self.hosts, self.driver)
         raise SystemExit(code)
 
 
@@ -313,14 +334,14 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
     cluster = prepare_cluster(world, args, hosts, name_worker)
     if cluster is None:
         raise SystemExit(2)
-    if cluster.layout.roles[world.rank].kind == "driver":
+    if world.rank == cluster.layout.driver_rank:
         _client_rank = ClientRank(world, cluster, hosts, exit)
         _client_rank.start()
         return True
     with faults_end_the_job(world):
         code = ended_if_a_rank_is_lost(world, hosts, lambda: serve_role(world, cluster))
     if exit:
-        leave(world, code, hosts)
+        leave(world, code, hosts, cluster.layout.driver_rank)
     return False
 
 
@@ -368,26 +389,29 @@ def execute(
     **options: Any,
 ) -> None:
     """Run ``client_function(*client_args, **client_kwargs)`` on rank
-    ``client_rank`` with a cluster on the other ranks (the scheduler on
-    ``scheduler_rank``), then end the cluster; every rank returns.  Workers are
-    named after their rank (``worker_name-rank`` with a ``worker_name``).  An
-    exception of the function ends the cluster, then reaches the caller."""
+    ``client_rank`` with a cluster on the ranks (the scheduler on
+    ``scheduler_rank``, which may be the client's), then end the cluster; every
+    rank returns.  The workers run on the other ranks, and with
+    ``exclusive_workers=False`` on the scheduler's and the client's too.  They
+    are named after their rank (``worker_name-rank`` with a ``worker_name``).
+    An exception of the function ends the cluster, then reaches the caller."""
     from .script import interrupt_status, status_of_exit
 
     world = mpi_comm(comm)
     try:
-        refuse_other_shapes(scheduler, scheduler_address, exclusive_workers, client_rank,
-                            scheduler_rank, world.size)
+        shape = execute_shape(scheduler, scheduler_address, exclusive_workers, client_rank,
+                              scheduler_rank, world.size)
+        if shape.driver_rank == SCHEDULER_RANK:
+            check_threads_may_call_mpi()
         args = cluster_args(
             interface, nthreads, local_directory, memory_limit, nanny, dashboard,
             dashboard_address, protocol, worker_class, worker_options,
             {"scheduler_port": scheduler_port, "scheduler_file": scheduler_file, **options},
         )
+        args.shape = shape
     except LaunchError as e:
         stop_for_mistake(world, e)
-    # Our roles sit on fixed ranks: number the ranks so that they do.
-    order = [scheduler_rank, client_rank,
-             *(r for r in range(world.size) if r not in (scheduler_rank, client_rank))]
+    order = rank_order(scheduler_rank, client_rank, world.size)
     ranks = world.Split(0, order.index(world.rank))
     try:
         def name(role: Any) -> Any:
@@ -414,22 +438,40 @@ def execute(
         ranks.Free()
 
 
-def refuse_other_shapes(
+def execute_shape(
     scheduler: bool, scheduler_address: str | None, exclusive_workers: bool, client_rank: int,
     scheduler_rank: int, size: int,
-) -> None:
-    """What dask-mpi's execute() does and this launcher does not, said in one line."""
+) -> Shape:
+    """Where execute()'s roles run, numbered as rank_order() numbers the ranks;
+    what dask-mpi's execute() does and this launcher does not, said in one line."""
     if not scheduler:
         raise LaunchError(
             "scheduler=False: joining a running scheduler"
             + (f" ({scheduler_address})" if scheduler_address else "")
             + " is not supported; start the scheduler in this job"
         )
-    if not exclusive_workers or client_rank == scheduler_rank:
-        raise LaunchError(
-            "the scheduler, the client and each worker need a rank of their own here: "
-            "use exclusive_workers=True and a client_rank other than scheduler_rank"
-        )
     for what, rank in (("client_rank", client_rank), ("scheduler_rank", scheduler_rank)):
         if not 0 <= rank < size:
             raise LaunchError(f"{what}={rank} is not a rank of the {size} in the communicator")
+    shared = client_rank == scheduler_rank
+    return Shape(SCHEDULER_RANK if shared else DRIVER_RANK, exclusive_workers)
+
+
+def rank_order(scheduler_rank: int, client_rank: int, size: int) -> list[int]:
+    """The caller's ranks in the order the launcher's roles take them: the
+    scheduler's first, the client's next (where it has its own), the rest."""
+    first = dict.fromkeys([scheduler_rank, client_rank])
+    return [*first, *(r for r in range(size) if r not in first)]
+
+
+def check_threads_may_call_mpi() -> None:
+    """The scheduler beside the client serves on a thread of its own, which
+    calls MPI: mpi4py must have asked for more than the main thread's calls."""
+    from mpi4py import MPI
+
+    if MPI.Query_thread() < MPI.THREAD_SERIALIZED:
+        raise LaunchError(
+            "client_rank == scheduler_rank runs the scheduler on a thread, which MPI "
+            "allows only from thread level 'serialized' up: leave mpi4py.rc.thread_level "
+            "at its default ('multiple')"
+        )

@@ -179,7 +179,9 @@ def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     made = attempt(make_log_dir, args.log_dir) if world.rank == 0 else None
     log_dir, error = world.bcast(made, root=0)
     role = layout.roles[world.rank]
-    log_file, rank_error = attempt(prepare_rank, role, args, log_dir) if log_dir else (None, None)
+    log_file, rank_error = (
+        attempt(prepare_rank, layout, world.rank, args, log_dir) if log_dir else (None, None)
+    )
     if not agree(world, error or rank_error):
         return 2
     security = security_from(credentials)

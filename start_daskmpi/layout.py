@@ -47,13 +47,34 @@ class Role:
 
 
 @dataclass(frozen=True)
+class Shape:
+    """Which processes the driver and the workers run in.  The command gives
+    every role a rank of its own; dask-mpi's execute() may share them: the
+    client on the scheduler's rank (``driver_rank`` 0), and with
+    ``exclusive_workers`` False a worker beside the scheduler and the driver."""
+
+    driver_rank: int = DRIVER_RANK  # DRIVER_RANK, or SCHEDULER_RANK: beside the scheduler
+    exclusive_workers: bool = True
+
+    @property
+    def min_world_size(self) -> int:
+        """The scheduler's rank, the driver's if its own, and one worker's."""
+        return self.driver_rank + 1 + self.exclusive_workers
+
+
+@dataclass(frozen=True)
 class Layout:
-    roles: tuple[Role, ...]
+    roles: tuple[Role, ...]  # each rank's own role, by rank
     notes: tuple[str, ...] = ()
+    driver_rank: int = DRIVER_RANK
+    beside: tuple[Role, ...] = ()  # workers run in the process of their rank, beside its role
 
     @property
     def workers(self) -> list[Role]:
-        return [role for role in self.roles if role.kind == "worker"]
+        return [role for role in self.roles if role.kind == "worker"] + list(self.beside)
+
+    def beside_rank(self, rank: int) -> list[Role]:
+        return [role for role in self.beside if role.rank == rank]
 
     @property
     def hosts(self) -> list[str]:
@@ -69,10 +90,13 @@ class Layout:
         return list(first.values())
 
 
-def world_too_small(size: int) -> str:
+def world_too_small(size: int, shape: Shape = Shape()) -> str:
+    need = shape.min_world_size
+    if shape != Shape():
+        return f"needs at least {need} ranks for this placement of the roles (got {size})"
     return (
-        f"needs at least {MIN_WORLD_SIZE} ranks: one for the scheduler, one for your "
-        f"script and one per worker (got {size}); use e.g. mpirun -np {MIN_WORLD_SIZE}, "
+        f"needs at least {need} ranks: one for the scheduler, one for your "
+        f"script and one per worker (got {size}); use e.g. mpirun -np {need}, "
         "or run without mpirun for a local cluster"
     )
 
@@ -135,6 +159,7 @@ def plan_layout(
     nthreads: int | None = None,
     memory_limit: str = "auto",
     joining: str | None = None,
+    shape: Shape = Shape(),
 ) -> Layout:
     """Give every rank its role.
 
@@ -143,17 +168,21 @@ def plan_layout(
     worker ranks take its GPUs in order; ranks beyond them idle, and a node with
     no GPU runs CPU workers on all of its worker ranks.  ``joining``: the job
     joins a running cluster (--join): every rank may work, and each worker's name
-    ends with ``-joining``, apart from the first job's.
+    ends with ``-joining``, apart from the first job's.  ``shape``: where the
+    driver and workers run (Shape); workers beside another role take the first
+    GPUs of their node.
     """
+    beside: list[Role] = []
     if joining is None:
-        if len(rank_nodes) < MIN_WORLD_SIZE:
-            raise LaunchError(world_too_small(len(rank_nodes)))
-        roles = {
-            SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler",
-                                 nodes[rank_nodes[SCHEDULER_RANK]].host),
-            DRIVER_RANK: Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host),
-        }
-        first_worker, fits = DRIVER_RANK + 1, fitting_ranks(nodes)
+        if len(rank_nodes) < shape.min_world_size:
+            raise LaunchError(world_too_small(len(rank_nodes), shape))
+        roles = {SCHEDULER_RANK: Role(SCHEDULER_RANK, "scheduler",
+                                      nodes[rank_nodes[SCHEDULER_RANK]].host)}
+        if shape.driver_rank != SCHEDULER_RANK:
+            roles[DRIVER_RANK] = Role(DRIVER_RANK, "driver", nodes[rank_nodes[DRIVER_RANK]].host)
+        first_worker, fits = shape.driver_rank + 1, fitting_ranks(nodes)
+        if not shape.exclusive_workers:
+            first_worker = 0
     else:
         roles = {}
         first_worker, fits = 0, f"-np {sum(len(node.gpus) for node in nodes)}"
@@ -166,8 +195,12 @@ def plan_layout(
         memory = node.memory // max(1, len(placed)) if memory_limit == "auto" else memory_limit
         for i, (rank, gpu) in enumerate(placed):
             name = worker_name(node.host, gpu, i) + (f"-{joining}" if joining else "")
-            roles[rank] = Role(rank, "worker", node.host, name, gpu, threads, memory, node.pin)
-        idle = ranks[len(placed):]
+            worker = Role(rank, "worker", node.host, name, gpu, threads, memory, node.pin)
+            if rank in roles:
+                beside.append(worker)
+            else:
+                roles[rank] = worker
+        idle = [rank for rank in ranks[len(placed):] if rank not in roles]
         for rank in idle:
             roles[rank] = Role(rank, "idle", node.host)
         if idle:
@@ -181,7 +214,8 @@ def plan_layout(
                 f"{len(unused)} GPU(s) of {node.host} get no worker ({', '.join(unused)}); "
                 f"{fits} gives each one"
             )
-    return Layout(tuple(roles[r] for r in range(len(rank_nodes))), tuple(notes))
+    return Layout(tuple(roles[r] for r in range(len(rank_nodes))), tuple(notes),
+                  shape.driver_rank, tuple(beside))
 
 
 def plan_local(
@@ -205,8 +239,13 @@ def describe_layout(layout: Layout) -> list[str]:
     for role in layout.roles:
         by_host.setdefault(role.host, []).append(role)
     for host, roles in by_host.items():
-        parts = [f"rank {r.rank} {r.kind}" for r in roles if r.kind in ("scheduler", "driver")]
-        workers = [r for r in roles if r.kind == "worker"]
+        parts = [
+            f"rank {r.rank} {r.kind}" + (" and driver" if r.rank == layout.driver_rank
+                                         and r.kind == "scheduler" else "")
+            for r in roles if r.kind in ("scheduler", "driver")
+        ]
+        workers = sorted([r for r in roles if r.kind == "worker"]
+                         + [r for r in layout.beside if r.host == host], key=lambda r: r.rank)
         if workers:
             where = (
                 f"GPU(s) {', '.join(str(r.gpu) for r in workers)} ({workers[0].pin})"

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
@@ -117,15 +118,16 @@ async def receive(world: Any, source: int, tag: int) -> Any:
         raise
 
 
-async def job_end(world: Any) -> int:
+async def job_end(world: Any, driver: int = DRIVER_RANK) -> int:
     """The driver's word that the job is over: its exit status.  The launcher
     sends SIGINT and SIGTERM to every rank, so the driver is ending the job too:
     after one, wait for its word at most SIGNAL_GRACE seconds."""
     loop = asyncio.get_running_loop()
     signals: asyncio.Queue[int] = asyncio.Queue()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, signals.put_nowait, signum)
-    end = asyncio.ensure_future(receive(world, DRIVER_RANK, TAG_END))
+    if threading.current_thread() is threading.main_thread():  # else the driver's, beside
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, signals.put_nowait, signum)
+    end = asyncio.ensure_future(receive(world, driver, TAG_END))
     signaled = asyncio.ensure_future(signals.get())
     await asyncio.wait([end, signaled], return_when=asyncio.FIRST_COMPLETED)
     if end.done():
@@ -215,20 +217,22 @@ def ranks_not_leaving(world: Any) -> list[int]:
     return sorted(pending)
 
 
-def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
+def exit_together(
+    world: Any, status: int, hosts: Sequence[str] = (), driver: int = DRIVER_RANK
+) -> None:
     """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
     waits for every rank, with no bound; and its mpirun kills the ranks not yet
     finalised as soon as one exits non-zero, then reports the kill instead of
     the status.  So every rank tells the driver it is leaving; a rank that
     never does (its node lost, its link cut) is named by the driver, which ends
     the job with ``status`` (end_job_without_lost_ranks).  ``hosts``: each
-    rank's node."""
+    rank's node; ``driver``: the driver's rank."""
     from mpi4py import MPI
 
-    if world.size == 1:  # a joining job of one rank
+    if world.size == 1:  # a joining job of one rank, or execute()'s all in one
         MPI.Finalize()
         return
-    if world.rank == DRIVER_RANK:
+    if world.rank == driver:
         missing = ranks_not_leaving(world)
         logger.info("ranks that did not say they leave: %s", missing)
         if missing:
@@ -241,10 +245,10 @@ def exit_together(world: Any, status: int, hosts: Sequence[str] = ()) -> None:
             end_job_without_lost_ranks(world, status)
         leaving = None
     else:
-        leaving = world.isend(None, dest=DRIVER_RANK, tag=TAG_LEFT)
+        leaving = world.isend(None, dest=driver, tag=TAG_LEFT)
     done = world.Ibarrier()
     # The others outwait the driver's own two waits: it speaks for the job.
-    wait = LEAVE_TIMEOUT if world.rank == DRIVER_RANK else 2 * LEAVE_TIMEOUT + LEAVE_GRACE
+    wait = LEAVE_TIMEOUT if world.rank == driver else 2 * LEAVE_TIMEOUT + LEAVE_GRACE
     deadline = time.monotonic() + wait
     while not done.Test() and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL)
@@ -305,17 +309,17 @@ def abort_job(world: Any, status: int) -> NoReturn:
 
 @contextlib.contextmanager
 def hard_exit_ends_the_job(
-    world: Any, hosts: Sequence[str], record: Callable[[int], None]
+    world: Any, hosts: Sequence[str], record: Callable[[int], None], driver: int = DRIVER_RANK
 ) -> Iterator[None]:
     """Make the script's ``os._exit(n)`` end the job with status n, as it ends
     ``python script.py``: mpirun would see the driver vanish, kill the other
     ranks and report a signal.  ``record`` is given the status (the job's
     end, on the driver's side), then the other ranks are told, and exit with
     it; a forked child's ``os._exit`` stays the plain one."""
-    plain_exit, driver = os._exit, os.getpid()
+    plain_exit, driver_pid = os._exit, os.getpid()
 
     def end_job_and_exit(status: int) -> None:
-        if os.getpid() == driver:
+        if os.getpid() == driver_pid:
             sys.stdout.flush()
             sys.stderr.flush()
             # The status is known and the end bounded: the driver's watchers, seeing
@@ -324,7 +328,7 @@ def hard_exit_ends_the_job(
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             record(status)
             send_to_all(world, status, TAG_END)
-            exit_together(world, status, hosts)
+            exit_together(world, status, hosts, driver)
             # exit(3), not _exit(2): MPICH's exit handlers must run for its
             # mpirun to count this rank's end as clean.
             ctypes.CDLL(None).exit(status)

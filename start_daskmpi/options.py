@@ -14,6 +14,7 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from .errors import LaunchError
 from .gpus import VENDORS
+from .layout import Shape
 from .places import (
     DEFAULT_DASHBOARD_ADDRESS,
     DEFAULT_JUPYTER_PORT,
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     # What only the Python API sets (dask_mpi_api): a Worker class of the user's,
     # and keywords for every worker, as dask-mpi's initialize() takes them.
     parser.set_defaults(worker_class=None, worker_options={})
+    # Roles sharing a process, as dask-mpi's execute() may place them: the command never.
+    parser.set_defaults(shape=Shape())
     parser.set_defaults(join_tag=None)  # set once a joining job's ranks agree on it
     return parser
 

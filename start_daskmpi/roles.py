@@ -2,19 +2,23 @@
 idle rank; and run_rank, which agrees on the layout and gives this rank its own.
 
 Ranks talk over MPI only at the start (the layout, the certificates, the
-scheduler's address) and at the end (the driver's exit status).
+scheduler's address) and at the end (the driver's exit status).  Servers that
+share a process with another role (dask-mpi's execute() may place them so)
+hear both from that role, in the process (Beside).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,7 +33,6 @@ from .gpus import own_masks
 from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
 from .layout import (
     DRIVER_RANK,
-    MIN_WORLD_SIZE,
     SCHEDULER_RANK,
     Layout,
     Node,
@@ -88,6 +91,24 @@ class Cluster:
     network_note: str | None  # how the interface was chosen, for the driver to say
 
 
+@dataclass
+class Beside:
+    """What a process's own role hands the servers it runs beside it (a Shape
+    of dask-mpi's execute()): the scheduler's address once every node reached
+    it (None: the job does not start), and the job's end, its status."""
+
+    info: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    end: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+    def ended(self, code: int) -> None:
+        if not self.end.done():
+            self.end.set_result(code)
+
+    def reached(self, info: SchedulerInfo | None) -> None:
+        if not self.info.done():
+            self.info.set_result(info)
+
+
 async def unless_ended(end: asyncio.Future, work: Awaitable[Any]) -> bool:
     """Await ``work`` unless the driver ends the job first; True if it finished.
     The job can end while a worker still starts (another one failed)."""
@@ -127,53 +148,70 @@ def close_joined_workers(scheduler: Scheduler, layout: Layout) -> None:
             scheduler.close_worker(worker.address)
 
 
-async def serve_scheduler(
-    world: Any, args: argparse.Namespace, layout: Layout, security: Security
-) -> int:
+async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
+    args, layout, security = cluster.args, cluster.layout, cluster.security
     try:
         scheduler = await start_scheduler(args, security)
     except LaunchError as e:
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)
+        beside.reached(None)
         return 2
     async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, args.dashboard),
                                           security) as info:
         send_to_all(world, (info, None), TAG_START)
         role = layout.roles[SCHEDULER_RANK]
         if not await everyone_reaches_the_scheduler(world, layout, role, "", security):
+            beside.reached(None)
             return 2
-        end = asyncio.ensure_future(job_end(world))
+        beside.reached(info)
+        workers = asyncio.ensure_future(work_beside(cluster, world.rank, beside))
+        driver_beside = layout.driver_rank == SCHEDULER_RANK
+        end = asyncio.ensure_future(
+            asyncio.wrap_future(beside.end) if driver_beside else job_end(world, layout.driver_rank)
+        )
         if args.jupyterlab:
             loop = asyncio.get_running_loop()
             watch_stdin(
                 lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop")
             )
-        lost = asyncio.ensure_future(driver_gone(scheduler))
+        # A driver beside is this process: it cannot be lost alone.
+        lost = asyncio.ensure_future(asyncio.Event().wait() if driver_beside
+                                     else driver_gone(scheduler))
         finished = asyncio.ensure_future(scheduler.finished())
         await unless_ended(end, asyncio.wait([finished, lost], return_when="FIRST_COMPLETED"))
         if end.done():
             end.result()  # raises RankLost where the driver died under a fault-tolerant MPI
         elif lost.done():  # its client gone, under a launcher that keeps the other ranks
-            raise RankLost(DRIVER_RANK)
+            raise RankLost(layout.driver_rank)
         for watch in (lost, finished):
             watch.cancel()
+        if end.done():  # else the scheduler closed first (a client's shutdown)
+            beside.ended(end.result())
         close_joined_workers(scheduler, layout)
         await workers_gone(scheduler, WORKERS_LEAVE_TIMEOUT)
-    return await end
+        code = await end
+        beside.ended(code)
+        await workers
+    return code
 
 
-async def serve_worker(
-    world: Any, args: argparse.Namespace, layout: Layout, role: Role, log_file: Path,
-    security: Security,
-) -> int:
+async def serve_worker(world: Any, cluster: Cluster, role: Role) -> int:
+    layout, security = cluster.layout, cluster.security
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2
     if not await everyone_reaches_the_scheduler(world, layout, role, info.address, security):
         return 2
-    end = asyncio.ensure_future(job_end(world))
+    end = asyncio.ensure_future(job_end(world, layout.driver_rank))
+    return await work_until(end, info.address, cluster, role)
+
+
+async def work_until(end: asyncio.Future, address: str, cluster: Cluster, role: Role) -> int:
+    """Serve ``role``'s worker until ``end`` (the job's status) comes."""
+    args, security = cluster.args, cluster.security
     with private_scratch(args.local_directory) as scratch:
-        server = make_worker(info.address, role, args, security, log_file, scratch)
+        server = make_worker(address, role, args, security, cluster.worker_log, scratch)
         try:
             if await unless_ended(end, server):  # each kind of server starts when awaited
                 if await unless_ended(end, server.finished()):
@@ -184,7 +222,7 @@ async def serve_worker(
             # Distributed has logged why; tell the driver, which is waiting for this worker.
             logger.info("worker %s failed", role.name, exc_info=True)
             await report_failure(
-                info.address,
+                address,
                 f"worker {role.name} (rank {role.rank}) failed: {describe(e)}",
                 security,
             )
@@ -193,29 +231,65 @@ async def serve_worker(
     return await end
 
 
+async def work_beside(cluster: Cluster, rank: int, beside: Beside) -> None:
+    """The workers that run in this rank's process beside its own role, once
+    the scheduler is reached, until the job ends."""
+    workers = cluster.layout.beside_rank(rank)
+    if not workers:
+        return
+    info = await asyncio.wrap_future(beside.info)
+    if info is None:
+        return
+    end = asyncio.ensure_future(asyncio.wrap_future(beside.end))
+    await asyncio.gather(*(work_until(end, info.address, cluster, role) for role in workers))
+
+
+def serve_beside_driver(world: Any, cluster: Cluster, beside: Beside) -> threading.Thread:
+    """Start, on a thread of their own, the servers this process runs beside
+    its driver, which keeps the main thread (the user's code, its signals):
+    the scheduler (with its workers beside) where the driver shares its rank,
+    else the driver's own workers beside.  They end with ``beside.end``."""
+    def serve() -> None:
+        try:
+            if cluster.layout.roles[world.rank].kind == "scheduler":
+                asyncio.run(serve_scheduler(world, cluster, beside))
+            else:
+                asyncio.run(work_beside(cluster, world.rank, beside))
+        finally:
+            beside.reached(None)  # the driver must not wait for a scheduler that failed
+
+    thread = threading.Thread(target=serve, name="servers beside the driver", daemon=True)
+    thread.start()
+    return thread
+
+
 async def stay_idle(world: Any, layout: Layout, role: Role, security: Security) -> int:
     info, error = await receive(world, SCHEDULER_RANK, TAG_START)
     if error is not None:
         return 2
     if not await everyone_reaches_the_scheduler(world, layout, role, info.address, security):
         return 2
-    return await job_end(world)
+    return await job_end(world, layout.driver_rank)
 
 
-def scheduler_reached(world: Any, cluster: Cluster) -> SchedulerInfo | None:
+def scheduler_reached(world: Any, cluster: Cluster, beside: Beside) -> SchedulerInfo | None:
     """The scheduler's address, once every node reached it; None where it
-    failed to start or a node cannot reach it (said by rank 0)."""
+    failed to start or a node cannot reach it (said by rank 0).  Where the
+    scheduler serves beside this driver, its own thread says."""
     print("Starting the scheduler", flush=True)
     if cluster.network_note:
         print(cluster.network_note, flush=True)
+    if world.rank == SCHEDULER_RANK:
+        return beside.info.result()  # set by serve_scheduler, whose ends are bounded
     info, error = asyncio.run(receive(world, SCHEDULER_RANK, TAG_START))
-    if error is not None:
-        return None
-    role = cluster.layout.roles[world.rank]
-    reached = everyone_reaches_the_scheduler(
-        world, cluster.layout, role, info.address, cluster.security
-    )
-    return info if asyncio.run(reached) else None
+    if error is None:
+        role = cluster.layout.roles[world.rank]
+        reached = everyone_reaches_the_scheduler(
+            world, cluster.layout, role, info.address, cluster.security
+        )
+        info = info if asyncio.run(reached) else None
+    beside.reached(info)
+    return info if error is None else None
 
 
 def end_job(world: Any, job: Job, code: int) -> None:
@@ -230,7 +304,7 @@ def end_job(world: Any, job: Job, code: int) -> None:
 
 
 def serve_driver(world: Any, cluster: Cluster) -> int:
-    info = scheduler_reached(world, cluster)
+    info = scheduler_reached(world, cluster, Beside())
     if info is None:
         return 2
     job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
@@ -253,7 +327,7 @@ def plan_cluster(
     if args.gpus_per_node is None:
         nodes = with_rank_masks(rank_nodes, nodes, rank_masks)
     layout = plan_layout(rank_nodes, nodes, nthreads=args.nthreads,
-                         memory_limit=args.memory_limit, joining=args.join_tag)
+                         memory_limit=args.memory_limit, joining=args.join_tag, shape=args.shape)
     hosts = [node.host for node in nodes]
     interfaces, note = interfaces_for(args.interface, hosts, [n.addresses for n in nodes])
     return layout, interfaces, note
@@ -293,15 +367,17 @@ def options_on_node(
     })
 
 
-def prepare_rank(role: Role, args: argparse.Namespace, log_dir: Path) -> Path:
-    """Open this rank's log and check what its role needs; return the log file
+def prepare_rank(layout: Layout, rank: int, args: argparse.Namespace, log_dir: Path) -> Path:
+    """Open this rank's log and check what its roles need; return the log file
     its worker process (if any) writes."""
+    role = layout.roles[rank]
     private_dir(log_dir, "--log-dir")  # where it is node-local, made on each node
     try:
         log_to_file(log_dir / f"rank{role.rank}-{role.kind}.log", args.verbose)
     except OSError as e:
         raise LaunchError(f"cannot write logs to {log_dir} on {role.host}: {e.strerror}") from None
-    preflight(role, args)
+    for each in (role, *layout.beside_rank(rank)):
+        preflight(each, args)
     return log_dir / f"rank{role.rank}-worker-process.log"
 
 
@@ -342,9 +418,9 @@ def prepare_cluster(
     this rank's role needs; None when a rank found a mistake (rank 0 said it).
     ``hosts`` is given each rank's node; ``name_worker`` names the workers
     (default: after their node and GPU)."""
-    if world.size < MIN_WORLD_SIZE:
+    if world.size < args.shape.min_world_size:
         if world.rank == SCHEDULER_RANK:
-            report(world_too_small(world.size))
+            report(world_too_small(world.size, args.shape))
         return None
     agreed = agree_on_cluster(world, args)
     if agreed is None:
@@ -361,7 +437,7 @@ def prepare_cluster(
     names = [f"{role.kind} rank {role.rank} on {role.host}" for role in layout.roles]
     credentials = certify_ranks(world, key, names, SCHEDULER_RANK) if key else None
     role = layout.roles[world.rank]
-    worker_log, error = attempt(prepare_rank, role, args, log_dir)
+    worker_log, error = attempt(prepare_rank, layout, world.rank, args, log_dir)
     if not agree(world, error):
         return None
     if args.verbose and world.rank == SCHEDULER_RANK:
@@ -375,23 +451,22 @@ def prepare_cluster(
 
 
 def renamed_workers(layout: Layout, name: Callable[[Role], Any]) -> Layout:
-    return replace(layout, roles=tuple(
-        replace(role, name=name(role)) if role.kind == "worker" else role
-        for role in layout.roles
-    ))
+    return replace(
+        layout,
+        roles=tuple(replace(role, name=name(role)) if role.kind == "worker" else role
+                    for role in layout.roles),
+        beside=tuple(replace(role, name=name(role)) for role in layout.beside),
+    )
 
 
 def serve_role(world: Any, cluster: Cluster) -> int:
     """This rank's server, the scheduler, a worker or none, until the job ends."""
-    args, layout, security = cluster.args, cluster.layout, cluster.security
-    role = layout.roles[world.rank]
+    role = cluster.layout.roles[world.rank]
     if role.kind == "scheduler":
-        return asyncio.run(serve_scheduler(world, args, layout, security))
+        return asyncio.run(serve_scheduler(world, cluster, Beside()))
     if role.kind == "worker":
-        return asyncio.run(
-            serve_worker(world, args, layout, role, cluster.worker_log, security)
-        )
-    return asyncio.run(stay_idle(world, layout, role, security))
+        return asyncio.run(serve_worker(world, cluster, role))
+    return asyncio.run(stay_idle(world, cluster.layout, role, cluster.security))
 
 
 def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:

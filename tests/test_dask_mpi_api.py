@@ -15,9 +15,10 @@ import pytest
 from launch import PACKAGE_PATH, ROOT, SCRIPTS, launch, our_lines, report
 from start_daskmpi.dask_mpi_api import (
     DASK_MPI_DASHBOARD,
+    execute_shape,
     launcher_argv,
     option_argv,
-    refuse_other_shapes,
+    rank_order,
     worker_kind,
 )
 from start_daskmpi.errors import LaunchError
@@ -83,16 +84,16 @@ def test_too_few_ranks_is_one_line(np, tmp_path):
 
 
 # dask-mpi's own matrix for execute_basic.py: (ranks, client rank, scheduler rank,
-# exclusive workers).  Here each role has a rank of its own: the shapes without
-# one are refused in one line (status 2), as too few ranks are (dask-mpi: 1).
+# exclusive workers), all of it.  Too few ranks is one line and status 2 (dask-mpi: 1).
 EXECUTE_SHAPES = [
     ((4, 1, 0, True), 0),
     ((1, 1, 0, True), 2),
     ((4, 2, 3, True), 0),
     ((5, 1, 3, True), 0),
-    ((3, 2, 2, True), 2),  # the client on the scheduler's rank
-    ((2, 0, 0, False), 2),  # the scheduler's rank a worker too
-    ((1, 0, 0, False), 2),
+    ((3, 2, 2, True), 0),  # the client on the scheduler's rank
+    ((2, 0, 0, False), 0),  # ... which also runs a worker
+    ((1, 0, 0, False), 0),  # all in one process
+    ((1, 0, 0, True), 2),
 ]
 
 
@@ -107,6 +108,29 @@ def test_dask_mpis_execute_script(shape, status, tmp_path):
     assert run.rc == status and clean(run), run
     if status:
         assert len(our_lines(run.stderr)) == 1, run
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("shape, how", [
+    ((3, 2, 2, True), "raise"),  # the scheduler on a thread, beside the function
+    ((2, 0, 0, False), "exit3"),  # ... and a worker beside them
+    ((4, 3, 1, False), "raise"),  # a worker beside the scheduler, one beside the client
+    ((1, 0, 0, False), "ok"),  # all of it in one process
+])
+def test_execute_with_roles_sharing_a_rank_ends_as_alone(shape, how, tmp_path):
+    """The function's exception (or SystemExit) reaches execute()'s caller on
+    the client's rank, once the cluster has ended there too (the servers
+    beside it included); every other rank returns; every rank works."""
+    size, client, scheduler, exclusive = shape
+    run = run_script(SCRIPTS / "api_execute_ends.py", size, tmp_path, *map(str, shape[1:]), how)
+    assert run.rc == 0 and clean(run), run
+    workers = [r for r in range(size) if not exclusive or r not in (client, scheduler)]
+    assert f"workers {workers}" in run.stdout
+    said = {"ok": "returned", "raise": "ValueError the function's own error",
+            "exit3": "SystemExit 3"}[how]
+    expected = {f"rank {r}: {said if r == client else 'returned'}" for r in range(size)}
+    assert set(re.findall(r"^rank \d+: .*$", run.stdout, flags=re.M)) == expected
+    assert ("Successfully exited" if how == "ok" else "Exited with status") in run.stdout
 
 
 @NEEDS_DASK_MPI
@@ -306,11 +330,24 @@ def test_worker_class():
 
 @pytest.mark.parametrize("shape, message", [
     ((False, None, True, 1, 0, 4), "scheduler=False: joining a running scheduler is not"),
-    ((True, None, False, 1, 0, 4), "need a rank of their own"),
-    ((True, None, True, 0, 0, 4), "need a rank of their own"),
     ((True, None, True, 4, 0, 4), "client_rank=4 is not a rank of the 4"),
+    ((True, None, True, 1, -1, 4), "scheduler_rank=-1 is not a rank of the 4"),
 ])
 def test_execute_shapes_refused(shape, message):
     with pytest.raises(LaunchError, match=message):
-        refuse_other_shapes(*shape)
-    refuse_other_shapes(True, None, True, 2, 3, 4)  # any two distinct ranks
+        execute_shape(*shape)
+
+
+@pytest.mark.parametrize("client, scheduler, exclusive, driver_rank, order", [
+    (1, 0, True, 1, [0, 1, 2, 3]),
+    (2, 3, True, 1, [3, 2, 0, 1]),
+    (2, 2, True, 0, [2, 0, 1, 3]),  # the driver beside the scheduler, logical rank 0
+    (0, 0, False, 0, [0, 1, 2, 3]),
+    (3, 1, False, 1, [1, 3, 0, 2]),
+])
+def test_execute_numbers_the_ranks_for_the_roles(client, scheduler, exclusive, driver_rank,
+                                                  order):
+    shape = execute_shape(True, None, exclusive, client, scheduler, 4)
+    assert (shape.driver_rank, shape.exclusive_workers) == (driver_rank, exclusive)
+    assert rank_order(scheduler, client, 4) == order
+    assert order[shape.driver_rank] == client

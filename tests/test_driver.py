@@ -101,7 +101,7 @@ def test_a_hard_exit_is_not_turned_into_another_end_while_it_waits(monkeypatch):
     class SchedulerLost(Exception):  # the real one, a KeyboardInterrupt, would stop pytest
         pass
 
-    def exit_together(world, status, hosts):
+    def exit_together(world, status, hosts, driver):
         os.kill(os.getpid(), signal.SIGTERM)  # the watcher, while the ranks leave
 
     def c_exit(status):

@@ -19,6 +19,7 @@ from start_daskmpi.gpus import (
 from start_daskmpi.launchers import MPICH, OPEN_MPI, SLURM
 from start_daskmpi.layout import (
     Node,
+    Shape,
     block_placement,
     describe_layout,
     format_ranks,
@@ -119,6 +120,51 @@ def test_unused_gpus_are_named():
 def test_fewer_than_three_ranks_is_an_error(size):
     with pytest.raises(LaunchError, match="needs at least 3 ranks"):
         plan_layout([0] * size, [node("a", 8)])
+
+
+# dask-mpi's execute() shapes: (shape, ranks) -> each rank's own role, and the
+# ranks whose process runs a worker beside it.
+SHARED = [
+    (Shape(0, True), 3, ["scheduler", "worker", "worker"], []),
+    (Shape(0, False), 1, ["scheduler"], [0]),
+    (Shape(0, False), 3, ["scheduler", "worker", "worker"], [0]),
+    (Shape(1, False), 3, ["scheduler", "driver", "worker"], [0, 1]),
+]
+
+
+@pytest.mark.parametrize("shape, size, kinds, beside", SHARED)
+def test_roles_sharing_a_process_as_execute_places_them(shape, size, kinds, beside):
+    layout = plan_layout([0] * size, [node("a", 0, cores=12)], shape=shape)
+    assert [role.kind for role in layout.roles] == kinds
+    assert [role.rank for role in layout.beside] == beside
+    assert layout.driver_rank == shape.driver_rank
+    workers = layout.workers
+    assert sorted(role.rank for role in workers) == sorted(
+        [r for r, kind in enumerate(kinds) if kind == "worker"] + beside
+    )
+    assert len({role.name for role in workers}) == len(workers)
+    assert all(role.nthreads == 12 // len(workers) for role in workers)
+
+
+def test_workers_beside_take_the_first_gpus():
+    layout = plan_layout([0] * 3, [node("a", 4)], shape=Shape(1, False))
+    assert [(r.rank, r.gpu) for r in layout.workers] == [(2, "2"), (0, "0"), (1, "1")]
+    assert "1 GPU(s) of a get no worker (3)" in layout.notes[0]
+    assert describe_layout(layout) == [
+        "a: rank 0 scheduler; rank 1 driver; rank(s) 0-2 workers on GPU(s) 0, 1, 2 "
+        "(CUDA_VISIBLE_DEVICES)"
+    ]
+    shared = plan_layout([0] * 2, [node("a", 0)], shape=Shape(0, True))
+    assert describe_layout(shared)[0].startswith("a: rank 0 scheduler and driver; rank(s) 1 ")
+
+
+@pytest.mark.parametrize("shape, size, need", [
+    (Shape(0, True), 1, 2), (Shape(1, False), 1, 2), (Shape(0, False), 0, 1),
+])
+def test_too_few_ranks_for_a_shared_shape_is_an_error(shape, size, need):
+    assert shape.min_world_size == need
+    with pytest.raises(LaunchError, match=f"needs at least {need} ranks for this placement"):
+        plan_layout([0] * size, [node("a", 0)], shape=shape)
 
 
 def test_cpu_workers_share_the_cores_and_memory_of_their_node():
