@@ -11,8 +11,9 @@ credentials made for the job and shared over MPI; the script's exit status as
 the job's; every end bounded.  Every launcher option is a keyword too
 (``gpus_per_node=4``, ``tls=False``, ``min_workers=0.9``, ...).
 
-A mistake in the arguments is one line from rank 0 and status 2 on every
-rank, as on the command line.  Distributed and mpi4py are imported only once
+A mistake (in the arguments, too few ranks, what a rank's checks find) is one
+line from rank 0 and status 1 on every rank, as dask-mpi's exceptions end
+the script there.  Distributed and mpi4py are imported only once
 a function is called.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ from .options import parse_args
 # dask-mpi's default dashboard address: here, the launcher's own default (8787,
 # or the next free port, on the servers' interface).
 DASK_MPI_DASHBOARD = ":8787"
+# The status of a mistake found before any server starts (said in one line):
+# dask-mpi's, whose exceptions end the script (the command's are 2, as argparse's).
+NO_START = 1
 # Command-line options that describe a run of the command, not a cluster.
 NOT_KEYWORDS = ("script", "script_args", "plan", "launch_command", "nodes", "ranks", "hostfile",
                 "join")
@@ -119,11 +123,11 @@ def cluster_args(
 
 
 def stop_for_mistake(comm: Any, error: LaunchError) -> NoReturn:
-    """Every rank made the same mistake: rank 0 says it, every rank ends with 2."""
+    """Every rank made the same mistake: rank 0 says it, every rank ends."""
     from .mpi import said_by_rank_0
 
     said_by_rank_0(str(error), comm.rank)
-    raise SystemExit(2)
+    raise SystemExit(NO_START)
 
 
 def leave(world: Any, code: int, hosts: Sequence[str], driver: int) -> NoReturn:
@@ -202,7 +206,7 @@ class ClientRank:
         if cluster.layout.roles[rank].kind == "scheduler" or cluster.layout.beside_rank(rank):
             self.servers = serve_beside_driver(self.world, cluster, self.beside)
         info = scheduler_reached(self.world, cluster, self.beside)
-        if info is None:  # every rank knows, and ends with 2
+        if info is None:  # every rank knows, and ends with 2, as under the command
             self.servers_end(2)
             self.leave_with_the_others(2)
         self.job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
@@ -333,7 +337,7 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
     hosts: list[str] = []
     cluster = prepare_cluster(world, args, hosts, name_worker)
     if cluster is None:
-        raise SystemExit(2)
+        raise SystemExit(NO_START)
     if world.rank == cluster.layout.driver_rank:
         _client_rank = ClientRank(world, cluster, hosts, exit)
         _client_rank.start()

@@ -75,7 +75,7 @@ def test_dask_mpis_initialize_scripts(name, tmp_path):
 @pytest.mark.parametrize("np", [1, 2])
 def test_too_few_ranks_is_one_line(np, tmp_path):
     run = run_script(dask_mpi_script("initialize_basic", tmp_path), np, tmp_path, timeout=45)
-    assert run.rc == 2 and clean(run), run
+    assert run.rc == 1 and clean(run), run
     assert our_lines(run.stderr) == [
         f"start_daskmpi: error: needs at least 3 ranks: one for the scheduler, one for your "
         f"script and one per worker (got {np}); use e.g. mpirun -np 3, or run without "
@@ -84,16 +84,16 @@ def test_too_few_ranks_is_one_line(np, tmp_path):
 
 
 # dask-mpi's own matrix for execute_basic.py: (ranks, client rank, scheduler rank,
-# exclusive workers), all of it.  Too few ranks is one line and status 2 (dask-mpi: 1).
+# exclusive workers) and its statuses, all of it: too few ranks is 1, said in one line.
 EXECUTE_SHAPES = [
     ((4, 1, 0, True), 0),
-    ((1, 1, 0, True), 2),
+    ((1, 1, 0, True), 1),
     ((4, 2, 3, True), 0),
     ((5, 1, 3, True), 0),
     ((3, 2, 2, True), 0),  # the client on the scheduler's rank
     ((2, 0, 0, False), 0),  # ... which also runs a worker
     ((1, 0, 0, False), 0),  # all in one process
-    ((1, 0, 0, True), 2),
+    ((1, 0, 0, True), 1),
 ]
 
 
@@ -203,7 +203,7 @@ def test_a_bad_keyword_is_one_line_on_every_rank(tmp_path):
     script = tmp_path / "bad.py"
     script.write_text("from start_daskmpi import initialize\ninitialize(nthreads=0)\n")
     run = run_script(script, 3, tmp_path, timeout=45)
-    assert run.rc == 2 and clean(run), run
+    assert run.rc == 1 and clean(run), run
     assert our_lines(run.stderr) == [
         "start_daskmpi: error: argument --nthreads: expected a positive integer, "
         "got '0' (see --help)"

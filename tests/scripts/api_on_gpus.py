@@ -1,12 +1,13 @@
-"""dask-mpi's initialize() on a GPU node: one worker per GPU, each pinned to its
-own, named after its rank; every other rank idles."""
+"""dask-mpi's API on a GPU node: one worker per GPU, each pinned to its own,
+named after its rank.  initialize() (the default): every other rank idles;
+``shared``: execute() with every role in rank 0's process and a worker on
+every rank, the one beside the scheduler and the client pinned too."""
 import json
+import sys
 
 from distributed import Client
 
-from start_daskmpi import initialize
-
-initialize(interface="lo")
+from start_daskmpi import execute, initialize
 
 
 def seen():
@@ -21,11 +22,19 @@ def seen():
             "sum": float(cupy.arange(1000).sum())}
 
 
-with Client() as client:
-    workers = client.scheduler_info()["workers"].values()
-    print("API " + json.dumps({
-        "names": sorted(w["name"] for w in workers),
-        "resources": sorted(str(w["resources"]) for w in workers),
-        "gpu_names": sorted(w.get("gpu", {}).get("name", "") for w in workers),  # from NVML
-        "seen": sorted(client.run(seen).values(), key=lambda s: s["visible"]),
-    }), flush=True)
+def report():
+    with Client() as client:
+        workers = client.scheduler_info()["workers"].values()
+        print("API " + json.dumps({
+            "names": sorted(w["name"] for w in workers),
+            "resources": sorted(str(w["resources"]) for w in workers),
+            "gpu_names": sorted(w.get("gpu", {}).get("name", "") for w in workers),  # NVML's
+            "seen": sorted(client.run(seen).values(), key=lambda s: s["visible"]),
+        }), flush=True)
+
+
+if sys.argv[1:] == ["shared"]:
+    execute(report, client_rank=0, scheduler_rank=0, exclusive_workers=False, interface="lo")
+else:
+    initialize(interface="lo")
+    report()
