@@ -12,9 +12,9 @@ launcher by default starts each worker behind a nanny, which restarts it if it
 dies, and with ``--no-nanny`` like dask-mpi.  ``--compare-with`` adds the
 launcher of another checkout of this repository (an earlier commit, say), run
 side by side.  Loopback only.  Prints medians and the ratios to dask-mpi, and
-for the launcher's runs where the start-up went, from their rank logs (the
-seconds from mpirun's start to the last rank agreed, the scheduler up, the last
-worker started and registered).
+for each run where the start-up went, from the launcher's rank logs or
+dask-mpi's stderr (the seconds from mpirun's start to the last rank agreed,
+the launcher's alone, the scheduler up, the last worker started and registered).
 """
 from __future__ import annotations
 
@@ -71,28 +71,31 @@ PHASES = {
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
-def phases(logs: Path, start: float) -> dict[str, float]:
-    """Seconds from ``start`` to the last line of each phase in the logs."""
+def phases(lines: list[tuple[str, str]], start: float) -> dict[str, float]:
+    """Seconds from ``start`` to the last line of each phase among ``lines``,
+    (file name, line) pairs; a name of "" (dask-mpi's stderr) matches every file."""
     found: dict[str, float] = {}
-    for path in logs.glob("*.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            stamp = STAMP.match(line)
-            for phase, (name, pattern) in PHASES.items():
-                if stamp and re.fullmatch(name, path.name) and re.search(pattern, line):
-                    at = datetime.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                    found[phase] = max(found.get(phase, 0.0), at - start)
+    for name, line in lines:
+        stamp = STAMP.match(line)
+        for phase, (in_file, pattern) in PHASES.items():
+            if stamp and (not name or re.fullmatch(in_file, name)) and re.search(pattern, line):
+                at = datetime.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                found[phase] = max(found.get(phase, 0.0), at - start)
     return found
 
 
 def timed(command: list[str], logs: Path, timeout: float = 600) -> dict[str, float]:
     """Seconds to every worker registered (as the script saw it), to the end,
-    and to each phase of ``logs`` (emptied first), of one run."""
+    and to each phase of ``logs`` (emptied first; dask-mpi's: its stderr), of one run."""
     shutil.rmtree(logs, ignore_errors=True)
     start = time.time()
     done = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True)
     end = time.time() - start
     registered = float(re.search(r"^REGISTERED (\S+)$", done.stdout, re.M)[1])
-    return {**phases(logs, start), "registered": registered - start, "exit": end}
+    lines = [(path.name, line) for path in logs.glob("*.log")
+             for line in path.read_text(errors="replace").splitlines()]
+    lines += [("", line) for line in done.stderr.splitlines()]
+    return {**phases(lines, start), "registered": registered - start, "exit": end}
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def import_in_background(names: Sequence[str]) -> None:
             try:
                 importlib.import_module(name)
             except Exception as e:  # a module's own fault: the tasks that need it say more
-                logger.warning("--pre-import: importing %s failed: %s", name, e)
+                logger.warning("importing %s in the background failed: %s", name, e)
 
     if names:
         threading.Thread(target=run, name="pre-import", daemon=True).start()

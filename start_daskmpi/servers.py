@@ -245,6 +245,18 @@ def dashboard_routes() -> list[str]:
     return [route for route in routes if route != "distributed.http.proxy"]
 
 
+def scheduler_modules(dashboard: bool) -> list[str]:
+    """What the scheduler's start imports (its HTTP routes, the dashboard's bokeh
+    pages: most of its second of start), for its rank to import while the
+    other ranks still start and agree on the layout."""
+    pages = ["distributed.dashboard.scheduler"] if dashboard and has_bokeh() else []
+    return [*dashboard_routes(), *pages]
+
+
+def has_bokeh() -> bool:
+    return importlib.util.find_spec("bokeh") is not None
+
+
 async def start_scheduler(args: argparse.Namespace, security: Security) -> Scheduler:
     """The scheduler on the port chosen for it.  Another launcher starting on this
     node at the same moment may bind a default port between our choice and our
@@ -285,7 +297,7 @@ def scheduler_info(scheduler: Scheduler, dashboard: bool) -> SchedulerInfo:
     """``dashboard``: whether one was asked for (--dashboard)."""
     # Without bokeh, or with dashboard=False, the HTTP server still runs (and is
     # the "dashboard" service), but serves no dashboard.
-    has_dashboard = dashboard and importlib.util.find_spec("bokeh") is not None
+    has_dashboard = dashboard and has_bokeh()
     return SchedulerInfo(
         address=scheduler.address,
         host=short_hostname(),

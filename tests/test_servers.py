@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from distributed import Nanny, Security, Worker
 
-from launch import FORK_SERVER
+from launch import FORK_SERVER, PACKAGE_PATH
 from start_daskmpi.checks import check_dask_cuda
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import uses_dask_cuda
@@ -259,3 +259,27 @@ def test_without_a_fork_server_the_nanny_spawns_as_distributed_does(monkeypatch)
 ])
 def test_the_fork_server_waits_for_the_nanny_fix(version, survives):
     assert nanny_survives_fast_starts(version) is survives
+
+
+def test_the_scheduler_rank_imports_what_its_start_will_meanwhile(tmp_path):
+    """In a fresh interpreter: once scheduler_modules() are imported, starting
+    the scheduler (dashboard on) imports next to nothing of distributed's."""
+    code = (
+        "import asyncio, importlib, sys, dask\n"
+        "from start_daskmpi.servers import dashboard_routes, scheduler_modules\n"
+        "from distributed import Scheduler\n"
+        "names = scheduler_modules(dashboard=True)\n"
+        "assert 'distributed.http.proxy' not in names, names\n"
+        "for name in names: importlib.import_module(name)\n"
+        "before = set(sys.modules)\n"
+        "async def start():\n"
+        "    with dask.config.set({'distributed.scheduler.http.routes': dashboard_routes()}):\n"
+        "        async with Scheduler(interface='lo', dashboard_address='127.0.0.1:0'):\n"
+        "            pass\n"
+        "asyncio.run(start())\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('distributed.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": PACKAGE_PATH})
+    assert done.returncode == 0, done.stderr
+    assert len(eval(done.stdout.strip().splitlines()[-1])) <= 3, done.stdout
