@@ -26,6 +26,9 @@ try:
     execute(work, [how], client_rank=client_rank, scheduler_rank=scheduler_rank,
             exclusive_workers=sys.argv[3] == "True", interface="lo", gpus_per_node=0)
 except (ValueError, SystemExit) as e:
-    print(f"rank {rank}: {type(e).__name__} {e}", flush=True)
+    said = f"{type(e).__name__} {e}"
 else:
-    print(f"rank {rank}: returned", flush=True)
+    said = "returned"
+# One write, newline included: print's two let mpirun join two ranks' lines.
+sys.stdout.write(f"rank {rank}: {said}\n")
+sys.stdout.flush()
