@@ -14,7 +14,6 @@ from .network import Address
 
 SCHEDULER_RANK = 0
 DRIVER_RANK = 1
-MIN_WORLD_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,9 @@ class Shape:
     def min_world_size(self) -> int:
         """The scheduler's rank, the driver's if its own, and one worker's."""
         return self.driver_rank + 1 + self.exclusive_workers
+
+
+MIN_WORLD_SIZE = Shape().min_world_size  # the command's: each role a rank of its own
 
 
 @dataclass(frozen=True)

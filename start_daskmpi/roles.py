@@ -291,7 +291,7 @@ def scheduler_reached(world: Any, cluster: Cluster, beside: Beside) -> Scheduler
         )
         info = info if asyncio.run(reached) else None
     beside.reached(info)
-    return info if error is None else None
+    return info
 
 
 def end_job(world: Any, job: Job, code: int) -> None:
