@@ -44,8 +44,12 @@ DASK_LOGGER_ROOTS = ("distributed", "bokeh", "tornado")
 
 
 def dask_loggers() -> list[logging.Logger]:
+    # A copy, made in one step: the scheduler's rank imports modules on another
+    # thread meanwhile (servers.scheduler_modules), and each new logger they
+    # create would change the dict under a loop over it.
+    known = logging.Logger.manager.loggerDict.copy()
     return [
-        logger for name, logger in logging.Logger.manager.loggerDict.items()
+        logger for name, logger in known.items()
         if isinstance(logger, logging.Logger) and name.split(".")[0] in DASK_LOGGER_ROOTS
     ]
 

@@ -27,7 +27,7 @@ from start_daskmpi.banners import (
 )
 from start_daskmpi.checks import check_local_directory, check_script
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.logs import OneLineFormatter
+from start_daskmpi.logs import DASK_LOGGER_ROOTS, OneLineFormatter, dask_loggers
 from start_daskmpi.mpi import launcher_world, mpi_world
 from start_daskmpi.network import check_interface
 from start_daskmpi.options import parse_args
@@ -359,6 +359,23 @@ def test_a_warning_of_several_lines_is_one_line_on_the_terminal(tmp_path):
     assert formatter.format(record) == (
         "py.warnings - node.py:196: UserWarning: Port 8787 is in use. Perhaps ... warnings.warn("
     )
+
+
+def test_loggers_made_by_another_thread_meanwhile_do_not_break_the_log_setup(monkeypatch):
+    """The scheduler's rank imports on another thread while it sets up its logs;
+    a logger created in the middle of the lookup once ended a CI job."""
+
+    class GrowsWhileRead(dict):
+        def items(self):
+            for entry in super().items():
+                self[f"imported.meanwhile.{len(self)}"] = logging.PlaceHolder(None)
+                yield entry
+
+    known = GrowsWhileRead(logging.Logger.manager.loggerDict)
+    monkeypatch.setattr(logging.Logger.manager, "loggerDict", known)
+    names = {logger.name for logger in dask_loggers()}
+    assert "distributed" in names and "distributed.scheduler" in names
+    assert not any(name.split(".")[0] not in DASK_LOGGER_ROOTS for name in names)
 
 
 @pytest.mark.timeout(60)
