@@ -147,11 +147,12 @@ def run_joining(world: Any, args: argparse.Namespace) -> int:
     """This rank's part of a joining job, ended together with its other ranks,
     a mistake too: MPICH's mpirun kills the ranks still running as soon as one
     exits non-zero, and reports the kill."""
-    from .mpi import exit_together
+    from .mpi import exit_together, leave_without_teardown
 
     hosts: list[str] = []
     code = join_cluster(world, args, hosts)
-    exit_together(world, code, hosts)
+    if exit_together(world, code, hosts):  # its ranks run no script
+        leave_without_teardown(code)
     return code
 
 

@@ -8,6 +8,7 @@ a plan, a local cluster and a nanny's worker process must not do.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -219,19 +220,19 @@ def ranks_not_leaving(world: Any) -> list[int]:
 
 def exit_together(
     world: Any, status: int, hosts: Sequence[str] = (), driver: int = DRIVER_RANK
-) -> None:
+) -> bool:
     """Finalise MPI once every rank is done with its role.  MPICH's MPI_Finalize
     waits for every rank, with no bound; and its mpirun kills the ranks not yet
     finalised as soon as one exits non-zero, then reports the kill instead of
     the status.  So every rank tells the driver it is leaving; a rank that
     never does (its node lost, its link cut) is named by the driver, which ends
     the job with ``status`` (end_job_without_lost_ranks).  ``hosts``: each
-    rank's node; ``driver``: the driver's rank."""
+    rank's node; ``driver``: the driver's rank.  Whether MPI was finalised."""
     from mpi4py import MPI
 
     if world.size == 1:  # a joining job of one rank, or execute()'s all in one
         MPI.Finalize()
-        return
+        return True
     if world.rank == driver:
         missing = ranks_not_leaving(world)
         logger.info("ranks that did not say they leave: %s", missing)
@@ -254,6 +255,30 @@ def exit_together(
         time.sleep(POLL_INTERVAL)
     if done.Test() and (leaving is None or leaving.Test()):
         MPI.Finalize()
+        return True
+    return False
+
+
+def leave_without_teardown(status: int) -> NoReturn:
+    """End this process with ``status`` once MPI is finalised, as a nanny's
+    worker process ends (multiprocessing leaves by os._exit): the atexit
+    handlers run and the output is flushed, but Python does not tear down
+    its thousand modules one object at a time, which took each rank 0.5-1.7 s,
+    every rank at once, after the job was over (BENCHMARKS.md).  Only for a
+    rank that runs none of the script: the driver's teardown may still flush
+    a file the script left open."""
+    atexit._run_exitfuncs()  # private, and the only way to run them before leaving
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exit_past_python(status)
+
+
+def exit_past_python(status: int) -> NoReturn:
+    """End the process with libc's exit(3), skipping Python's teardown; not
+    os._exit's _exit(2): MPICH's exit handlers must run for its mpirun to
+    count this rank's end as clean (else it kills the other ranks)."""
+    ctypes.CDLL(None).exit(status)
+    raise SystemExit(status)  # not reached
 
 
 def end_job_without_lost_ranks(world: Any, status: int) -> NoReturn:
@@ -329,9 +354,7 @@ def hard_exit_ends_the_job(
             record(status)
             send_to_all(world, status, TAG_END)
             exit_together(world, status, hosts, driver)
-            # exit(3), not _exit(2): MPICH's exit handlers must run for its
-            # mpirun to count this rank's end as clean.
-            ctypes.CDLL(None).exit(status)
+            exit_past_python(status)
         plain_exit(status)
 
     os._exit = end_job_and_exit

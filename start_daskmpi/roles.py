@@ -57,6 +57,7 @@ from .mpi import (
     gather_nodes,
     hard_exit_ends_the_job,
     job_end,
+    leave_without_teardown,
     receive,
     send_to_all,
 )
@@ -387,7 +388,9 @@ def run_rank(world: Any, args: argparse.Namespace) -> int:
     """This rank's part of the job, ended together with the other ranks."""
     hosts: list[str] = []  # each rank's node, once agreed: the end names lost ones
     code = ended_if_a_rank_is_lost(world, hosts, lambda: play_role(world, args, hosts))
-    exit_together(world, code, hosts)
+    runs_the_script = world.rank == args.shape.driver_rank  # asked before MPI is finalised
+    if exit_together(world, code, hosts) and not runs_the_script:
+        leave_without_teardown(code)
     return code
 
 

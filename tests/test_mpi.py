@@ -114,6 +114,21 @@ def test_every_worker_runs_the_preload(loopback, nanny):
 
 
 @pytest.mark.timeout(120)
+def test_the_servers_ranks_leave_without_pythons_teardown_the_driver_with_it(loopback, tmp_path):
+    """Once MPI is finalised, a rank that runs no script ends as a nanny's
+    worker process does: its atexit handlers run, Python's teardown (which took
+    each rank up to 1.7 s) does not; the driver's still runs, and flushes what
+    the script left open."""
+    marks, left_open = tmp_path / "marks", tmp_path / "left-open"
+    preload = ["--no-nanny", "--preload", str(SCRIPTS / "preload_end_marks.py")]
+    run = launch([*loopback, *preload, str(SCRIPTS / "leaves_a_file_open.py"), str(left_open)],
+                 np=4, env={"END_MARKS": str(marks)})
+    assert_clean(run)
+    assert marks.read_text().split() == ["atexit", "atexit"]
+    assert left_open.read_text() == "written, never closed\n"
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.skipif(count_gpus() > 1, reason="needs one GPU or none")
 def test_rank_without_a_gpu_idles_and_says_what_fits(loopback):
     run = launch([*loopback, "--gpus-per-node", "1", str(SCRIPTS / "report_cluster.py")], np=4)
