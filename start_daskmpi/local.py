@@ -62,7 +62,7 @@ def local_cluster(
     async def start() -> SchedulerInfo:
         if args.nanny:
             start_fork_server()  # its imports overlap the scheduler's start
-        scheduler = await start_scheduler(args, for_scheduler)
+        scheduler = await start_scheduler(args, for_scheduler, len(layout.workers))
         started.append(scheduler)
         workers = [
             make_worker(scheduler.address, role, args, for_workers,

@@ -1,5 +1,6 @@
-"""Modules each Dask process imports in the background as soon as it starts,
-so that the user's first computation does not wait for them.
+"""Modules each Dask process imports in the background once its server is up
+(servers.once_registered, once_workers_came), so that the user's first
+computation does not wait for them.
 
 Measured on an H100 node (BENCHMARKS.md): ``import dask.array`` takes about 2 s
 in a fresh process and CuPy's 0.5 s, and the scheduler (which unpickles each
@@ -15,7 +16,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import LaunchError
 
@@ -62,8 +63,13 @@ def check_modules(requested: list[str] | None, host: str) -> None:
             )
 
 
-def import_in_background(names: Sequence[str]) -> None:
+def import_in_background(names: Sequence[str], first: Callable[[], bool] | None = None) -> None:
+    """Import ``names`` on a thread of their own.  ``first``, run on that thread
+    before them, waits for the moment to begin, and says whether to (False:
+    never, the process's server having failed meanwhile)."""
     def run() -> None:
+        if first is not None and not first():
+            return
         for name in names:
             try:
                 importlib.import_module(name)

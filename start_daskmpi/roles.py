@@ -154,7 +154,7 @@ def close_joined_workers(scheduler: Scheduler, layout: Layout) -> None:
 async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
     args, layout, security = cluster.args, cluster.layout, cluster.security
     try:
-        scheduler = await start_scheduler(args, security)
+        scheduler = await start_scheduler(args, security, len(layout.workers))
     except LaunchError as e:
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)

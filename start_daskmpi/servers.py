@@ -12,8 +12,10 @@ import logging
 import os
 import signal
 import socket
+import time
 import warnings
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import dask
 import psutil
 from distributed import Nanny, Scheduler, Security, Worker
 from distributed.comm import connect
-from distributed.core import rpc
+from distributed.core import Status, rpc
 
 from .errors import LaunchError
 from .gpus import NVIDIA_PIN, uses_dask_cuda
@@ -47,6 +49,8 @@ STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
 PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when another took it
 REACH_TIMEOUT = 5.0  # seconds a node's first rank tries to reach the scheduler at start
+STARTING = (Status.undefined, Status.created, Status.init, Status.starting)
+LOOK_INTERVAL = 0.01  # seconds between looks at a server's state, from a pre-import's thread
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,35 @@ class NannyWorker(Worker):
         if gpu_metrics:
             start_gpu_metrics()
         super().__init__(*args, **kwargs)
-        import_in_background(background_imports)
+        import_in_background(background_imports, first=once_registered(self))
+
+
+def once_registered(worker: Worker) -> Callable[[], bool]:
+    """For import_in_background: wait until ``worker`` has registered.  Begun
+    with its start, the pre-imports (seconds holding the GIL) slowed its start
+    and registration; the first task comes later (BENCHMARKS.md)."""
+    looked_at = weakref.ref(worker)  # a worker dropped unstarted ends the wait
+
+    def registered() -> bool:
+        while (status := getattr(looked_at(), "status", Status.closed)) in STARTING:
+            time.sleep(LOOK_INTERVAL)
+        return status in (Status.running, Status.paused)
+
+    return registered
+
+
+def once_workers_came(scheduler: Scheduler, count: int, timeout: float) -> Callable[[], bool]:
+    """For import_in_background: wait until ``count`` workers have registered,
+    at most ``timeout`` seconds.  Begun at the scheduler's start, the imports
+    slowed each registration, which the scheduler's event loop handles."""
+    def came() -> bool:
+        deadline = time.monotonic() + timeout
+        while (len(scheduler.workers) < count and time.monotonic() < deadline
+               and scheduler.status == Status.running):
+            time.sleep(LOOK_INTERVAL)
+        return scheduler.status == Status.running
+
+    return came
 
 
 def start_gpu_metrics() -> None:
@@ -176,10 +208,11 @@ def make_worker(
     if not args.nanny:
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
-        import_in_background(pre_import)
         if gpu_metrics:
             start_gpu_metrics()
-        return (args.worker_class or Worker)(address, **options)
+        worker = (args.worker_class or Worker)(address, **options)
+        import_in_background(pre_import, first=once_registered(worker))
+        return worker
     # Not pre_import=: dask-cuda's worker takes a keyword of that name for itself.
     process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose,
                    background_imports=pre_import, gpu_metrics=gpu_metrics)
@@ -257,10 +290,10 @@ def has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-async def start_scheduler(args: argparse.Namespace, security: Security) -> Scheduler:
-    """The scheduler on the port chosen for it.  Another launcher starting on this
-    node at the same moment may bind a default port between our choice and our
-    bind: then the next free port."""
+async def start_scheduler(args: argparse.Namespace, security: Security, workers: int) -> Scheduler:
+    """The scheduler on the port chosen for it, for ``workers`` workers.  Another
+    launcher starting on this node at the same moment may bind a default port
+    between our choice and our bind: then the next free port."""
     # The dashboard's port lost that way, distributed takes any free one and warns
     # in several lines ("Perhaps you already have a cluster running?"): the banner
     # prints the port it got, and a requested one is checked below instead.
@@ -278,7 +311,8 @@ async def start_scheduler(args: argparse.Namespace, security: Security) -> Sched
             continue
         await refuse_another_dashboard_port(scheduler, args.dashboard_address)
         # Each graph is unpickled here: the modules its tasks name are imported.
-        import_in_background(modules_for(args.pre_import, gpu_worker=False, has_cupy=False))
+        import_in_background(modules_for(args.pre_import, gpu_worker=False, has_cupy=False),
+                             first=once_workers_came(scheduler, workers, args.startup_timeout))
         return scheduler
     raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
 

@@ -400,7 +400,7 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
         args = parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
 
         async def start() -> int:
-            scheduler = await start_scheduler(args, Security())
+            scheduler = await start_scheduler(args, Security(), workers=0)
             async with scheduler:
                 return scheduler.port
 
@@ -430,7 +430,7 @@ def test_a_dashboard_port_taken_between_choice_and_bind(monkeypatch, explicit):
         args = parse_args([*argv, *(["--dashboard-address", address] if explicit else [])])
 
         async def start() -> int:
-            scheduler = await start_scheduler(args, Security())
+            scheduler = await start_scheduler(args, Security(), workers=0)
             async with scheduler:
                 return scheduler_info(scheduler, dashboard=True).dashboard_port
 

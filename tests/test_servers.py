@@ -13,7 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from distributed import Nanny, Security, Worker
+from distributed import Nanny, Scheduler, Security, Worker
+from distributed.core import Status
 
 from launch import FORK_SERVER, PACKAGE_PATH
 from start_daskmpi.checks import check_dask_cuda
@@ -26,6 +27,8 @@ from start_daskmpi.servers import (
     dask_cuda_memory_options,
     environment,
     make_worker,
+    once_registered,
+    once_workers_came,
 )
 from start_daskmpi.worker_processes import nanny_survives_fast_starts
 
@@ -283,3 +286,63 @@ def test_the_scheduler_rank_imports_what_its_start_will_meanwhile(tmp_path):
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": PACKAGE_PATH})
     assert done.returncode == 0, done.stderr
     assert len(eval(done.stdout.strip().splitlines()[-1])) <= 3, done.stdout
+
+
+def test_a_workers_pre_imports_wait_for_its_registration():
+    """They took the GIL from its start and registration (BENCHMARKS.md)."""
+    async def run():
+        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
+            worker = Worker(scheduler.address, nthreads=1)
+            looked = asyncio.get_running_loop().run_in_executor(None, once_registered(worker))
+            await asyncio.sleep(0.2)
+            waited = not looked.done()
+            async with worker:
+                return waited, await looked
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_a_worker_that_failed_to_start_pre_imports_nothing(tmp_path):
+    worker = made(CPU_WORKER, ["--no-nanny"], tmp_path)
+    worker.status = Status.failed
+    assert once_registered(worker)() is False
+
+
+def test_the_schedulers_pre_imports_wait_for_its_workers_or_its_close():
+    async def run():
+        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
+            loop = asyncio.get_running_loop()
+            came = loop.run_in_executor(None, once_workers_came(scheduler, 1, timeout=60))
+            await asyncio.sleep(0.2)
+            waited = not came.done()
+            async with Worker(scheduler.address, nthreads=1):
+                registered = await came
+            closed = loop.run_in_executor(None, once_workers_came(scheduler, 2, timeout=60))
+        return waited, registered, await closed
+
+    assert asyncio.run(run()) == (True, True, False)
+
+
+def test_without_a_nanny_the_pre_imports_begin_once_the_worker_registered(tmp_path, monkeypatch):
+    (tmp_path / "imported_late.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = parse_args(["--no-nanny", "--no-tls", "--pre-import", "imported_late",
+                       "--local-directory", str(tmp_path)])
+
+    async def run():
+        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
+            worker = make_worker(scheduler.address, CPU_WORKER, args, Security(),
+                                 tmp_path / "w.log", str(tmp_path / "scratch"))
+            await asyncio.sleep(0.2)
+            before = "imported_late" in sys.modules
+            async with worker:
+                for _ in range(500):
+                    if "imported_late" in sys.modules:
+                        break
+                    await asyncio.sleep(0.01)
+                return before, "imported_late" in sys.modules
+
+    try:
+        assert asyncio.run(run()) == (False, True)
+    finally:
+        sys.modules.pop("imported_late", None)
