@@ -5,16 +5,18 @@ launcher vs dask-mpi, and its drop-in initialize() vs dask-mpi's.
         [--out bench/results/startup.json]
 
 For each rank count, the same tiny job (wait for every worker, one task) runs
-under the same mpirun, the variants interleaved; taken are the seconds from
-mpirun's start to the job seeing every worker registered, and to mpirun's exit.
+under the same mpirun, the variants interleaved (each round begins one variant
+further on); taken are the seconds from mpirun's start to the job seeing every
+worker registered, and to mpirun's exit.
 dask-mpi's ``initialize()`` starts plain workers in the rank processes; the
 launcher by default starts each worker behind a nanny, which restarts it if it
 dies, and with ``--no-nanny`` like dask-mpi.  ``--compare-with`` adds the
-launcher of another checkout of this repository (an earlier commit, say), run
-side by side.  Loopback only.  Prints medians and the ratios to dask-mpi, and
-for each run where the start-up went, from the launcher's rank logs or
-dask-mpi's stderr (the seconds from mpirun's start to the last rank agreed,
-the launcher's alone, the scheduler up, the last worker started and registered).
+launcher of another checkout of this repository (an earlier commit, say), with
+and without the nanny, run side by side.  Loopback only.  Prints medians and
+the ratios to dask-mpi, and for each run where the start-up went, from the
+launcher's rank logs or dask-mpi's stderr (the seconds from mpirun's start to
+the last rank agreed, the launcher's alone, the scheduler up, the last worker
+started and registered).
 """
 from __future__ import annotations
 
@@ -124,11 +126,11 @@ def main() -> None:
                 "launcher": launcher_command([*ours, str(job)], ranks),
                 "launcher --no-nanny": launcher_command([*ours, "--no-nanny", str(job)], ranks),
                 **{
-                    f"launcher of {checkout.name}": launcher_command(
-                        [*ours, str(job)], ranks,
+                    f"launcher{nanny} of {checkout.name}": launcher_command(
+                        [*ours, *nanny.split(), str(job)], ranks,
                         [sys.executable, str(checkout.resolve() / "start_daskmpi.py")],
                     )
-                    for checkout in args.compare_with
+                    for checkout in args.compare_with for nanny in ("", " --no-nanny")
                 },
                 "initialize()": launcher_command([], ranks, [sys.executable, str(drop_in)]),
                 "dask-mpi": launcher_command([], ranks, [sys.executable, str(baseline)]),
@@ -136,9 +138,12 @@ def main() -> None:
             for command in variants.values():
                 timed(command, Path(logs))  # warm the file cache
             times: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-            for _ in range(args.repeat):
-                for name, command in variants.items():
-                    times[name].append(timed(command, Path(logs)))
+            names = list(variants)
+            for round_ in range(args.repeat):
+                # Each round begins one further on: no variant always follows the same one.
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    times[name].append(timed(variants[name], Path(logs)))
             registered = {name: statistics.median(r["registered"] for r in t)
                           for name, t in times.items()}
             medians = {name: statistics.median(r["exit"] for r in t) for name, t in times.items()}
