@@ -251,8 +251,8 @@ def add_worker_options(group: Any) -> None:
     )
     group.add_argument(
         "--pre-import", type=_modules, metavar="MODULES",
-        help="modules every worker and the scheduler import as they start, in the "
-        "background, so that the first computation does not wait for them, "
+        help="modules every worker and the scheduler import once the workers have "
+        "registered, in the background, so that the first computation does not wait for them, "
         "separated by commas, e.g. cudf,dask_cudf ('' for none; default: "
         "dask.array, and cupy on GPU workers)",
     )
