@@ -254,9 +254,21 @@ def exit_together(
     while not done.Test() and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL)
     if done.Test() and (leaving is None or leaving.Test()):
+        read_what_is_left(world)
         MPI.Finalize()
         return True
     return False
+
+
+def read_what_is_left(world: Any) -> None:
+    """Read the messages no role waits for any more (the driver's word, come
+    after a signal's grace ended the wait for it): MPICH's MPI_Finalize fails
+    on a message left unread.  Every rank has passed the barrier, so whatever
+    was sent before it has come."""
+    from mpi4py import MPI
+
+    while world.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG):
+        world.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG)
 
 
 def leave_without_teardown(status: int) -> NoReturn:
@@ -314,10 +326,11 @@ def said_by_rank_0(message: str, rank: int | None) -> None:
 def faults_end_the_job(world: Any) -> Iterator[None]:
     """A fault of ours in the block ends the job, logged: the other ranks would
     wait for this one forever."""
+    rank = world.rank  # asked now: by the fault, MPI may be finalised
     try:
         yield
     except Exception:
-        logger.exception("rank %d failed", world.rank)
+        logger.exception("rank %d failed", rank)
         abort_job(world, 1)
 
 
@@ -325,10 +338,13 @@ def abort_job(world: Any, status: int) -> NoReturn:
     """MPI_Abort: the launcher ends every rank, once it has the lines this rank
     wrote.  MPICH's returns, though (the launcher kills this rank a moment
     later): end here, as if it had not."""
+    from mpi4py import MPI
+
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(LINE_GRACE)
-    world.Abort(status)
+    if not MPI.Is_finalized():  # a fault in MPI_Finalize leaves no MPI to abort
+        world.Abort(status)
     os._exit(status)
 
 

@@ -114,6 +114,24 @@ def test_every_worker_runs_the_preload(loopback, nanny):
 
 
 @pytest.mark.timeout(120)
+def test_a_message_left_unread_does_not_fail_the_end():
+    """After a signal, a rank stops waiting for the driver's word after its grace;
+    the word may still come, unread by the end."""
+    script = SCRIPTS / "unread_message_at_exit.py"
+    run = launch([], np=2, launcher=[sys.executable, str(script)])
+    assert run.rc == 0, run
+    assert sorted(run.stdout.splitlines()) == ["rank 0 finalised: True", "rank 1 finalised: True"]
+
+
+@pytest.mark.timeout(120)
+def test_a_fault_once_mpi_is_finalised_is_logged_once_and_ends_with_1():
+    run = launch([], np=1, launcher=[sys.executable, str(SCRIPTS / "fault_after_finalize.py")])
+    assert run.rc == 1, run
+    assert "rank 0 failed" in run.stderr and "RuntimeError: broke at the end" in run.stderr, run
+    assert run.stderr.count("Traceback") == 1, run.stderr
+
+
+@pytest.mark.timeout(120)
 def test_the_servers_ranks_leave_without_pythons_teardown_the_driver_with_it(loopback, tmp_path):
     """Once MPI is finalised, a rank that runs no script ends as a nanny's
     worker process does: its atexit handlers run, Python's teardown (which took
