@@ -27,12 +27,15 @@ from .errors import LaunchError, report
 from .joining import note_credentials
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, Role
+from .mpi import SIGNAL_GRACE
 from .node import short_hostname
 from .registration import Registration, min_workers
 from .script import (
+    SIGNALLED,
     SchedulerLost,
     announce_interrupt,
     main_interrupted_when,
+    raise_interrupted,
     raise_terminated,
     run_script,
 )
@@ -94,10 +97,6 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
     the walltime.  Where mpirun kills every rank as soon as one dies (MPICH,
     Open MPI), this has no time to act; where it does not (srun without
     --kill-on-bad-exit), or where the scheduler closed itself, it ends the job."""
-    message = (
-        f"lost the scheduler (rank {SCHEDULER_RANK} on {info.host}): the job ends; "
-        f"see {log_dir / f'rank{SCHEDULER_RANK}-scheduler.log'}"
-    )
 
     def gone_for_good(done: threading.Event) -> bool:
         gone_since = None
@@ -111,7 +110,8 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
         return False
 
     with main_interrupted_when(
-        gone_for_good, lambda: SchedulerLost(message), "watch the scheduler"
+        gone_for_good, lambda: SchedulerLost(scheduler_lost(info, log_dir, SIGNALLED.is_set())),
+        "watch the scheduler",
     ) as lost:
         try:
             yield
@@ -120,7 +120,22 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
                 # Closing a client that still tries to reconnect logs a traceback per try.
                 logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if client.status != "running" and not lost.is_set():  # the script's futures failed first
-        raise SchedulerLost(message)
+        raise SchedulerLost(scheduler_lost(info, log_dir, SIGNALLED.is_set()))
+
+
+def scheduler_lost(info: SchedulerInfo, log_dir: Path, signalled: bool) -> str:
+    """Why the scheduler is gone: after a signal, the other ranks' grace ran out
+    while the script went on (its finally, say); else see its log."""
+    if signalled:
+        return (
+            f"the scheduler and workers left {SIGNAL_GRACE:g} s after the job was signalled, "
+            f"the script still running: the job ends; after a signal (a walltime), a "
+            f"script's finally gets {SIGNAL_GRACE:g} s"
+        )
+    return (
+        f"lost the scheduler (rank {SCHEDULER_RANK} on {info.host}): the job ends; "
+        f"see {log_dir / f'rank{SCHEDULER_RANK}-scheduler.log'}"
+    )
 
 
 @dataclass
@@ -241,6 +256,7 @@ def drive(job: Job, reads_stdin: bool) -> int:
 def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:
     """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupted)
     code = 1  # where drive() fails
     try:
         try:

@@ -26,8 +26,19 @@ class SchedulerLost(KeyboardInterrupt):
     """Raised in the driver, as a signal is, once its scheduler has gone for good."""
 
 
+# Set once this process got SIGTERM or Ctrl-C: the other ranks, signalled too,
+# now wait for the driver's word a bounded time only (mpi.SIGNAL_GRACE).
+SIGNALLED = threading.Event()
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
+    SIGNALLED.set()
     raise Terminated
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    SIGNALLED.set()
+    signal.default_int_handler(signum, frame)
 
 
 @contextlib.contextmanager

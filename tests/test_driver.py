@@ -121,3 +121,37 @@ def test_a_hard_exit_is_not_turned_into_another_end_while_it_waits(monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert ended == [3, 3]  # recorded, then the process's exit status
+
+
+def test_a_signal_to_the_driver_is_noted_for_the_end():
+    """SIGTERM and Ctrl-C: the other ranks then wait for the driver's word a
+    bounded time only, which what the driver says at the end must know."""
+    import signal
+
+    from start_daskmpi import script
+
+    try:
+        with pytest.raises(script.Terminated):
+            script.raise_terminated(signal.SIGTERM, None)
+        assert script.SIGNALLED.is_set()
+        script.SIGNALLED.clear()
+        with pytest.raises(KeyboardInterrupt):
+            script.raise_interrupted(signal.SIGINT, None)
+        assert script.SIGNALLED.is_set()
+    finally:
+        script.SIGNALLED.clear()
+
+
+def test_the_scheduler_gone_after_a_signal_is_the_grace_run_out(tmp_path):
+    from types import SimpleNamespace
+
+    from start_daskmpi.driver import scheduler_lost
+
+    info = SimpleNamespace(host="n1")
+    assert scheduler_lost(info, tmp_path, signalled=False) == (
+        f"lost the scheduler (rank 0 on n1): the job ends; see {tmp_path / 'rank0-scheduler.log'}"
+    )
+    assert scheduler_lost(info, tmp_path, signalled=True) == (
+        "the scheduler and workers left 25 s after the job was signalled, the script still "
+        "running: the job ends; after a signal (a walltime), a script's finally gets 25 s"
+    )
