@@ -132,12 +132,9 @@ def stop_for_mistake(comm: Any, error: LaunchError) -> NoReturn:
 
 def leave(world: Any, code: int, hosts: Sequence[str], driver: int) -> NoReturn:
     """End this process with the job, as a rank of the command does."""
-    from mpi4py import MPI
-
     from .mpi import exit_together
 
-    exit_together(world, code, hosts, driver)
-    if not MPI.Is_finalized():
+    if not exit_together(world, code, hosts, driver):
         # A rank is gone: mpi4py's own MPI_Finalize at exit would wait for it forever.
         sys.stdout.flush()
         sys.stderr.flush()

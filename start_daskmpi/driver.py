@@ -109,10 +109,10 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
                 return True
         return False
 
-    with main_interrupted_when(
-        gone_for_good, lambda: SchedulerLost(scheduler_lost(info, log_dir, SIGNALLED.is_set())),
-        "watch the scheduler",
-    ) as lost:
+    def interruption() -> SchedulerLost:  # said as it comes: a signal may have come first
+        return SchedulerLost(scheduler_lost(info, log_dir, SIGNALLED.is_set()))
+
+    with main_interrupted_when(gone_for_good, interruption, "watch the scheduler") as lost:
         try:
             yield
         finally:
@@ -120,7 +120,7 @@ def ended_if_scheduler_lost(client: Client, info: SchedulerInfo, log_dir: Path) 
                 # Closing a client that still tries to reconnect logs a traceback per try.
                 logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if client.status != "running" and not lost.is_set():  # the script's futures failed first
-        raise SchedulerLost(scheduler_lost(info, log_dir, SIGNALLED.is_set()))
+        raise interruption()
 
 
 def scheduler_lost(info: SchedulerInfo, log_dir: Path, signalled: bool) -> str:
