@@ -291,8 +291,12 @@ def leave_without_teardown(status: int) -> NoReturn:
 def exit_past_python(status: int) -> NoReturn:
     """End the process with libc's exit(3), skipping Python's teardown; not
     os._exit's _exit(2): MPICH's exit handlers must run for its mpirun to
-    count this rank's end as clean (else it kills the other ranks)."""
-    ctypes.CDLL(None).exit(status)
+    count this rank's end as clean (else it kills the other ranks).
+
+    Called holding the GIL (PyDLL, not CDLL): exit(3) runs the C libraries'
+    destructors, and a Python thread still running (a background import, say)
+    would call into a library already torn down (seen: pyarrow's, SIGSEGV)."""
+    ctypes.PyDLL(None).exit(status)
     raise SystemExit(status)  # not reached
 
 

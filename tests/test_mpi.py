@@ -6,6 +6,7 @@ that the run left no process behind.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import FORK_SERVER, LAUNCHER, SCRIPTS, launch, report
+from launch import FORK_SERVER, LAUNCHER, PACKAGE_PATH, SCRIPTS, launch, report
 from start_daskmpi.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
@@ -144,6 +145,14 @@ def test_the_servers_ranks_leave_without_pythons_teardown_the_driver_with_it(loo
     assert_clean(run)
     assert marks.read_text().split() == ["atexit", "atexit"]
     assert left_open.read_text() == "written, never closed\n"
+
+
+@pytest.mark.timeout(60)
+def test_no_python_thread_runs_while_the_rank_leaves_past_pythons_teardown():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "threads_at_exit.py")],
+                          capture_output=True, text=True, timeout=50,
+                          env={**os.environ, "PYTHONPATH": PACKAGE_PATH})
+    assert (done.returncode, done.stdout) == (0, "the thread ran on for 0 steps\n"), done
 
 
 @pytest.mark.timeout(120)
