@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -86,13 +87,18 @@ def phases(lines: list[tuple[str, str]], start: float) -> dict[str, float]:
     return found
 
 
-def timed(command: list[str], logs: Path, timeout: float = 600) -> dict[str, float]:
+def timed(command: list[str], logs: Path, timeout: float = 600) -> dict[str, Any]:
     """Seconds to every worker registered (as the script saw it), to the end,
-    and to each phase of ``logs`` (emptied first; dask-mpi's: its stderr), of one run."""
+    and to each phase of ``logs`` (emptied first; dask-mpi's: its stderr), of one
+    run; of a failed run, its status and its output's last lines instead."""
     shutil.rmtree(logs, ignore_errors=True)
     start = time.time()
-    done = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True)
+    done = subprocess.run(command, timeout=timeout, capture_output=True, text=True)
     end = time.time() - start
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).splitlines()[-6:]
+        print(f"    failed, status {done.returncode}: {' | '.join(tail)}", flush=True)
+        return {"failed": done.returncode, "tail": tail}
     registered = float(re.search(r"^REGISTERED (\S+)$", done.stdout, re.M)[1])
     lines = [(path.name, line) for path in logs.glob("*.log")
              for line in path.read_text(errors="replace").splitlines()]
@@ -139,11 +145,14 @@ def main() -> None:
                 timed(command, Path(logs))  # warm the file cache
             times: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
             names = list(variants)
+            failed: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
             for round_ in range(args.repeat):
                 # Each round begins one further on: no variant always follows the same one.
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
-                    times[name].append(timed(variants[name], Path(logs)))
+                    run = timed(variants[name], Path(logs))
+                    (failed if "failed" in run else times)[name].append(run)
+            times = {name: t for name, t in times.items() if t}  # not those whose runs all failed
             registered = {name: statistics.median(r["registered"] for r in t)
                           for name, t in times.items()}
             medians = {name: statistics.median(r["exit"] for r in t) for name, t in times.items()}
@@ -152,20 +161,24 @@ def main() -> None:
                                 if all(phase in r for r in t)}
                          for name, t in times.items()}
             results["runs"].append({"ranks": ranks, "seconds": times, "medians": medians,
-                                    "registered": registered, "phases": breakdown})
+                                    "registered": registered, "phases": breakdown,
+                                    "failed": failed})
             print(
                 f"{ranks:3d} ranks: "
                 + ", ".join(f"{name} {registered[name]:.2f} / {medians[name]:.2f} s"
-                            for name in variants)
+                            for name in times)
                 + " (registered / exit); exit ratios to dask-mpi: "
                 + ", ".join(
                     f"{name} {medians[name] / medians['dask-mpi']:.2f}"
-                    for name in variants if name != "dask-mpi"
+                    for name in times if name != "dask-mpi"
                 ),
                 flush=True,
             )
             for name, seen in breakdown.items():
                 said = ", ".join(f"{phase} {at:.2f}" for phase, at in seen.items())
+                if failed[name]:
+                    statuses = ", ".join(str(run["failed"]) for run in failed[name])
+                    said += f"; {len(failed[name])} more run(s) failed (status {statuses})"
                 print(f"    {name}: {said}", flush=True)
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
