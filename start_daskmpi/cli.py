@@ -4,17 +4,20 @@ else the whole cluster locally.  Its return value is the process's exit status:
 the script's, 2 for a mistake the user can fix, 128 + N after signal N."""
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from .errors import LaunchError
-from .layout import DRIVER_RANK
+from .layout import DRIVER_RANK, SCHEDULER_RANK
 from .mpi import faults_end_the_job, launcher_world, mpi_world, said_by_rank_0
 from .node import this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
-from .rank_signals import keep_sigusr1_from_children
+from .rank_signals import keep_sigusr1_from_children, take_sigusr1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
-        keep_sigusr1_from_children(os.environ)  # before MPI starts threads of its own
+        keep_sigusr1_from_children(os.environ)  # before any process or thread starts
+        launched = launcher_world(os.environ)
+        if launched and (launched[0] > 1 or args.join):
+            import_before_mpi(args, rank=launched[1])
+        take_sigusr1(os.environ)
         world = mpi_world(os.environ, one_rank=args.join is not None)
         if world is None and args.join:
             raise LaunchError("--join runs under mpirun: mpirun -np N python start_daskmpi.py "
@@ -41,12 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         said_by_rank_0(str(e), launched[1] if launched else None)
         return 2
     with faults_end_the_job(world):
-        if args.nanny and (world.rank > DRIVER_RANK or args.join):
-            from .worker_processes import start_fork_server
-
-            # A worker's rank (or an idle one): its worker process's imports now
-            # overlap this rank's own and the scheduler's start.
-            start_fork_server()
         if args.join:
             from .joining import run_joining
 
@@ -54,3 +55,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .roles import run_rank
 
         return run_rank(world, args)
+
+
+def import_before_mpi(args: argparse.Namespace, rank: int) -> None:
+    """A rank imports Dask (a second or more of CPU) before MPI starts, as
+    MPI_Init waits for every rank anyway.  Then a worker's rank forks the fork
+    server of its nanny's worker process, those imports done; the scheduler's
+    rank imports what its start will need: now, not on a thread, which MPI_Init
+    (holding the GIL while it waits for the other ranks) would stall."""
+    try:
+        importlib.import_module(".joining" if args.join else ".roles", __package__)
+    except ImportError as e:
+        if (e.name or "").startswith(__package__):
+            raise
+        raise LaunchError(f"{e} (on {socket.gethostname()}): the job's Python lacks "
+                          "start_daskmpi's requirements: pip install start_daskmpi, or "
+                          "activate its environment in the job script") from None
+    if args.join or rank > DRIVER_RANK:
+        if args.nanny:
+            from .worker_processes import start_fork_server
+
+            start_fork_server(fork_this_process=True)
+    elif rank == SCHEDULER_RANK:
+        from .pre_imports import import_each
+        from .servers import scheduler_modules
+
+        import_each(scheduler_modules(args.dashboard))

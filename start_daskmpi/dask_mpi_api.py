@@ -322,7 +322,9 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
              name_worker: Callable[[Any], Any]) -> bool:
     global _client_rank
     from .mpi import faults_end_the_job
+    from .pre_imports import import_in_background
     from .roles import ended_if_a_rank_is_lost, prepare_cluster, serve_role
+    from .servers import scheduler_modules
 
     if _client_rank is not None and not _client_rank.ended:
         raise RuntimeError("initialize() was called before in this process, and its cluster "
@@ -331,6 +333,8 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
         from .worker_processes import start_fork_server
 
         start_fork_server()
+    if world.rank == SCHEDULER_RANK:  # it waits for the slowest rank next
+        import_in_background(scheduler_modules(args.dashboard))
     hosts: list[str] = []
     cluster = prepare_cluster(world, args, hosts, name_worker)
     if cluster is None:

@@ -241,8 +241,8 @@ def add_worker_options(group: Any) -> None:
     add_switch(
         group, "nanny",
         "run each worker behind a nanny that restarts it if it dies (default); "
-        "--no-nanny runs it in its rank's process: a faster start, but a dead worker "
-        "ends the job",
+        "--no-nanny runs it in its rank's process: two processes fewer a worker, but "
+        "a dead worker ends the job",
     )
     group.add_argument(
         "--preload", action="append", metavar="MODULE", type=_path_text,

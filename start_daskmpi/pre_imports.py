@@ -68,13 +68,16 @@ def import_in_background(names: Sequence[str], first: Callable[[], bool] | None 
     before them, waits for the moment to begin, and says whether to (False:
     never, the process's server having failed meanwhile)."""
     def run() -> None:
-        if first is not None and not first():
-            return
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception as e:  # a module's own fault: the tasks that need it say more
-                logger.warning("importing %s in the background failed: %s", name, e)
+        if first is None or first():
+            import_each(names)
 
     if names:
         threading.Thread(target=run, name="pre-import", daemon=True).start()
+
+
+def import_each(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a module's own fault: the tasks that need it say more
+            logger.warning("importing %s in advance failed: %s", name, e)

@@ -27,12 +27,18 @@ LAUNCHERS_SIGNAL = signal.SIGUSR1
 
 
 def keep_sigusr1_from_children(environ: Mapping[str, str]) -> None:
-    """Under an MPI launcher.  Call first, in the main thread: threads started
-    later (MPI's own among them) inherit the block, and none but ours may take
-    the signal instead."""
+    """Under an MPI launcher, block it.  Call first, in the main thread: the
+    processes and threads started later (MPI's own among them) inherit the
+    block; then take_sigusr1, so that none but our thread takes the signal."""
+    if launcher_world(environ) is not None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {LAUNCHERS_SIGNAL})
+
+
+def take_sigusr1(environ: Mapping[str, str]) -> None:
+    """Start the thread that takes it, under an MPI launcher: after any fork
+    of this process (the nanny's fork server), which would not keep it."""
     if launcher_world(environ) is None:
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {LAUNCHERS_SIGNAL})
     under_open_mpi = OPEN_MPI_VARIABLES[0] in environ
     take = _relay_as_sigterm if under_open_mpi else _leave_to_the_mpi_library
     threading.Thread(target=take, name="SIGUSR1 of the launcher", daemon=True).start()

@@ -64,7 +64,6 @@ from .mpi import (
 from .network import interfaces_for
 from .node import this_node
 from .places import make_log_dir, private_dir, private_scratch
-from .pre_imports import import_in_background
 from .security import Credentials, certify_ranks, new_key, security_from
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
@@ -73,7 +72,6 @@ from .servers import (
     make_worker,
     report_failure,
     scheduler_info,
-    scheduler_modules,
     start_scheduler,
     stop_worker,
 )
@@ -427,8 +425,6 @@ def prepare_cluster(
         if world.rank == SCHEDULER_RANK:
             report(world_too_small(world.size, args.shape))
         return None
-    if world.rank == SCHEDULER_RANK:  # it waits here for the slowest rank anyway
-        import_in_background(scheduler_modules(args.dashboard))
     agreed = agree_on_cluster(world, args)
     if agreed is None:
         return None

@@ -53,6 +53,10 @@ NEEDS_MPIRUN = pytest.mark.skipif(mpirun() is None, reason=NO_MPIRUN)
 # Whether the nanny's worker processes come from a fork server here
 # (start_daskmpi/worker_processes.py: not under distributed before 2026.7).
 FORK_SERVER = nanny_survives_fast_starts(importlib.metadata.version("distributed"))
+# What started a worker process (tests/scripts/worker_origin.py), in a rank
+# under mpirun and in a local cluster.
+RANKS_WORKER_ORIGIN = "a fork of its rank" if FORK_SERVER else "its rank"
+LOCAL_WORKER_ORIGIN = "a fresh fork server" if FORK_SERVER else "its rank"
 
 
 def is_open_mpi(command: str) -> bool:

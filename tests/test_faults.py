@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from launch import (
-    FORK_SERVER,
     LAUNCHER,
+    RANKS_WORKER_ORIGIN,
     SCRIPTS,
     Session,
     launch,
@@ -58,7 +58,7 @@ def test_a_killed_worker_is_restarted_on_its_gpu_and_the_result_is_right(loopbac
     assert seen["restarted"] and seen["victim"] == f"{HOST}-gpu0"
     assert seen["device_before"] == seen["device_after"] == "0"
     # The restart too (worker_processes.py), where distributed is recent enough.
-    assert seen["from_fork_server"] == [FORK_SERVER, FORK_SERVER]
+    assert seen["started_by"] == [RANKS_WORKER_ORIGIN, RANKS_WORKER_ORIGIN]
     assert seen["workers"] == [f"{HOST}-gpu0", f"{HOST}-gpu1"]
     assert TRACEBACK not in run.output, run
 
@@ -305,10 +305,10 @@ def make_files(folder: Path) -> None:
     (folder / "broken.py").write_text("def main(:\n    pass\n")
     (folder / "a_folder").mkdir()
     (folder / "notes.txt").write_text("keep me\n")
-    for package in ("mpi4py", "cryptography"):  # on PYTHONPATH, as if not installed
+    for package in ("mpi4py", "cryptography", "distributed"):  # as if not installed
         (folder / f"no_{package}" / package).mkdir(parents=True)
         (folder / f"no_{package}" / package / "__init__.py").write_text(
-            f"raise ImportError('No module named {package}')\n"
+            f"raise ModuleNotFoundError(\"No module named '{package}'\", name={package!r})\n"
         )
 
 
@@ -352,6 +352,8 @@ BAD_INPUT = {
                        "cannot use MPI under this mpirun"),
     "cryptography missing (TLS)": (["job.py"], 3, {"PYTHONPATH": "{no_cryptography}"},
                                    "needs the cryptography package"),
+    "distributed missing": (["job.py"], 3, {"PYTHONPATH": "{no_distributed}"},
+                            "No module named 'distributed' (on "),
     "mpi4py of another MPI": (["job.py"], None, FAKE_WORLD,
                               "mpirun started 4 ranks but mpi4py sees 1"),
     "--require-gpu, no GPU": (["--require-gpu", "job.py"], 3, {"CUDA_VISIBLE_DEVICES": ""},
@@ -375,6 +377,7 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, record, case):
             "taken": taken.getsockname()[1],
             "no_mpi4py": tmp_path / "no_mpi4py",
             "no_cryptography": tmp_path / "no_cryptography",
+            "no_distributed": tmp_path / "no_distributed",
         }
         args = [a.format(**places) for a in args]
         # Shadows go first: where the packages themselves come by PYTHONPATH, they stay.

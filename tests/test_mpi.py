@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from launch import FORK_SERVER, LAUNCHER, PACKAGE_PATH, SCRIPTS, launch, report
+from launch import (
+    LAUNCHER,
+    LOCAL_WORKER_ORIGIN,
+    PACKAGE_PATH,
+    RANKS_WORKER_ORIGIN,
+    SCRIPTS,
+    launch,
+    report,
+)
 from start_daskmpi.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
@@ -36,10 +44,11 @@ def test_script_runs_on_every_worker_and_exits_0(loopback, record):
     assert_clean(run)
     seen = report(run)
     assert seen["workers"] == [f"{HOST}-cpu0", f"{HOST}-cpu1"]
-    # Each worker process forked by its own rank's fork server (worker_processes.py),
-    # or its rank's child where distributed is too old for one.
-    (one, forked_one), (other, forked_other) = seen["parents"]
-    assert forked_one == forked_other == FORK_SERVER and one != other
+    # Each worker process forked by its own rank's fork server, itself a fork of
+    # the rank (worker_processes.py), or its rank's child where distributed is
+    # too old for one.
+    (one, started_one), (other, started_other) = seen["parents"]
+    assert started_one == started_other == RANKS_WORKER_ORIGIN and one != other
     assert seen["same_scheduler"] and seen["answer"] == 42 and seen["name"] == "__main__"
     assert seen["argv"] == [str(SCRIPTS / "report_cluster.py"), "0", "--flag"]
     assert seen["path0"] == str(SCRIPTS)
@@ -178,7 +187,7 @@ def test_without_mpirun_a_local_cluster_runs_the_script(tmp_path, record):
     seen = report(run)
     assert seen["workers"] and all(name.startswith(f"{HOST}-cpu") for name in seen["workers"])
     assert len({tuple(parent) for parent in seen["parents"]}) == 1  # one server forked all
-    assert seen["parents"][0][1] == FORK_SERVER
+    assert seen["parents"][0][1] == LOCAL_WORKER_ORIGIN
     assert seen["same_scheduler"] and seen["answer"] == 42
     assert "Scheduler address: tls://127.0.0.1:" in run.stdout
 

@@ -15,9 +15,10 @@ from launch import ROOT
 # the roles' SIGTERM handler), then a child, as the nanny starts its workers.
 RANK = """
 import os, signal, subprocess, sys, time
-from start_daskmpi.rank_signals import keep_sigusr1_from_children
+from start_daskmpi.rank_signals import keep_sigusr1_from_children, take_sigusr1
 
 keep_sigusr1_from_children(os.environ)
+take_sigusr1(os.environ)
 taken = []
 signal.signal(signal.SIGUSR1, lambda *_: taken.append("SIGUSR1"))
 signal.signal(signal.SIGTERM, lambda *_: taken.append("SIGTERM"))

@@ -16,7 +16,7 @@ import pytest
 from distributed import Nanny, Scheduler, Security, Worker
 from distributed.core import Status
 
-from launch import FORK_SERVER, PACKAGE_PATH
+from launch import PACKAGE_PATH
 from start_daskmpi.checks import check_dask_cuda
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import uses_dask_cuda
@@ -30,7 +30,6 @@ from start_daskmpi.servers import (
     once_registered,
     once_workers_came,
 )
-from start_daskmpi.worker_processes import nanny_survives_fast_starts
 
 GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
 AMD_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30, pin="ROCR_VISIBLE_DEVICES")
@@ -206,62 +205,6 @@ def test_the_protocol_each_server_speaks(tmp_path):
     assert scheduler_options(args, Security())["protocol"] == "ucx"
     nanny = made(CPU_WORKER, ["--no-tls", "--protocol", "ucx"], tmp_path)
     assert nanny.worker_kwargs["protocol"] == "ucx"  # what its worker process listens on
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("method, expected", [
-    # distributed's default: ours replaces it, where distributed is recent enough
-    ("spawn", "forkserver True" if FORK_SERVER else "spawn False"),
-    ("fork", "fork False"),  # a method of the user's own choosing is left as it is
-])
-def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chosen(
-    method, expected
-):
-    """A process started as the nanny starts its worker's (distributed's own
-    context) has the fork server for its parent, not this process."""
-    code = (
-        "import os, time, dask, psutil\n"
-        "from distributed.utils import get_mp_context\n"
-        "from start_daskmpi.worker_processes import start_fork_server\n"
-        f"dask.config.set({{'distributed.worker.multiprocessing-method': {method!r}}})\n"
-        "start_fork_server()\n"
-        "child = get_mp_context().Process(target=time.sleep, args=(10,))\n"
-        "child.start()\n"
-        "parent = psutil.Process(child.pid).parent()\n"
-        "print(dask.config.get('distributed.worker.multiprocessing-method'),\n"
-        "      parent.pid != os.getpid()\n"
-        "      and 'multiprocessing.forkserver' in ' '.join(parent.cmdline()))\n"
-        "child.kill()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=50, cwd=Path(__file__).resolve().parent.parent)
-    assert done.stdout.strip() == expected, done
-
-
-def test_without_a_fork_server_the_nanny_spawns_as_distributed_does(monkeypatch):
-    import multiprocessing.forkserver
-
-    import dask
-
-    from start_daskmpi import worker_processes
-
-    def no_socket() -> None:
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", no_socket)
-    monkeypatch.setattr(worker_processes, "PRELOAD", "json")  # nothing of ours preloaded
-    option = "distributed.worker.multiprocessing-method"
-    with dask.config.set({option: "spawn"}):
-        worker_processes.start_fork_server()
-        assert dask.config.get(option) == "spawn"
-
-
-@pytest.mark.parametrize("version, survives", [
-    ("2024.8.0", False), ("2026.6.2", False), ("2026.7.0", True), ("2026.8.0", True),
-    ("2027.1.0", True), ("2026.10.1+3.gabc", True),
-])
-def test_the_fork_server_waits_for_the_nanny_fix(version, survives):
-    assert nanny_survives_fast_starts(version) is survives
 
 
 def test_the_scheduler_rank_imports_what_its_start_will_meanwhile(tmp_path):

@@ -6,8 +6,12 @@ import signal
 import sys
 import time
 
-import psutil
+import cloudpickle
+import worker_origin
 from distributed import get_client
+from worker_origin import origin
+
+cloudpickle.register_pickle_by_value(worker_origin)  # the workers have not got this folder
 
 
 def slow_square(x):
@@ -16,8 +20,7 @@ def slow_square(x):
 
 
 def process():
-    forked = "multiprocessing.forkserver" in " ".join(psutil.Process().parent().cmdline())
-    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), forked
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), origin()
 
 
 def workers_by_name(client):
@@ -28,7 +31,7 @@ def workers_by_name(client):
 client = get_client()
 before = workers_by_name(client)
 victim = sorted(before)[0]
-pid, device, forked = client.run(process, workers=[before[victim]])[before[victim]]
+pid, device, started_by = client.run(process, workers=[before[victim]])[before[victim]]
 futures = client.map(slow_square, range(int(sys.argv[1])))
 while sum(f.done() for f in futures) < 4:
     time.sleep(0.05)
@@ -38,9 +41,9 @@ deadline = time.monotonic() + 60
 while victim not in workers_by_name(client) and time.monotonic() < deadline:
     time.sleep(0.1)
 after = workers_by_name(client)
-new_pid, new_device, new_forked = client.run(process, workers=[after[victim]])[after[victim]]
+new_pid, new_device, new_started_by = client.run(process, workers=[after[victim]])[after[victim]]
 print("FAULT " + json.dumps({
     "total": total, "victim": victim, "restarted": new_pid != pid,
     "device_before": device, "device_after": new_device, "workers": sorted(after),
-    "from_fork_server": [forked, new_forked],
+    "started_by": [started_by, new_started_by],
 }))

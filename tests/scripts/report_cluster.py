@@ -3,16 +3,20 @@ import json
 import os
 import sys
 
+import cloudpickle
 import psutil
+import worker_origin
 from distributed import Client, get_client
+from worker_origin import origin
+
+cloudpickle.register_pickle_by_value(worker_origin)  # the workers have not got this folder
 
 PINS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
 
 
 def parent():
-    """The worker process's parent: its pid, and whether it is a fork server."""
-    process = psutil.Process().parent()
-    return process.pid, "multiprocessing.forkserver" in " ".join(process.cmdline())
+    """The worker process's parent: its pid, and what it is."""
+    return psutil.Process().parent().pid, origin()
 
 
 client = get_client()
