@@ -46,6 +46,7 @@ client = Client()
 client.wait_for_workers({workers})
 print("REGISTERED", time.time(), flush=True)
 assert client.submit(sum, [1, 2]).result() == 3
+print("DONE", time.time(), flush=True)
 """
 
 DASK_MPI = """
@@ -61,16 +62,24 @@ initialize(interface="lo", gpus_per_node=0, log_dir={logs!r})
 """ + JOB
 
 
-# Where a launcher run's start-up time goes, from its rank logs (distributed's
-# log format starts with the time): the last rank done with the agreement (the
+# Where a launcher run's time goes, from its rank logs (distributed's log
+# format starts with the time): the last rank done with the agreement (the
 # layout, the log folder, its certificate: its first line), the scheduler up,
-# the last worker started, the last worker registered.
-PHASES = {
+# the last worker started, the last worker registered; at the end, once the
+# script is done, the last worker stopping and the scheduler closing.
+STARTUP_PHASES = {
     "ranks agreed": (r"rank\d+-[a-z]+\.log", r"start_daskmpi - INFO - rank \d+ on "),
     "scheduler up": (r"rank\d+-scheduler\.log", r"Scheduler at:"),
     "workers started": (r"rank\d+-worker(-process)?\.log", r"Start worker at:"),
     "workers registered": (r"rank\d+-worker(-process)?\.log", r"Registered to:"),
 }
+END_PHASES = {
+    "workers stopping": (r"rank\d+-worker(-process)?\.log", r"Stopping worker"),
+    "scheduler closing": (r"rank\d+-scheduler\.log", r"Scheduler closing all comms"),
+}
+PHASES = {**STARTUP_PHASES, **END_PHASES}
+# In a run's order: the script's own words come between the two.
+ORDER = [*STARTUP_PHASES, "registered", "script done", *END_PHASES, "exit"]
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -99,11 +108,13 @@ def timed(command: list[str], logs: Path, timeout: float = 600) -> dict[str, Any
         tail = (done.stdout + done.stderr).splitlines()[-6:]
         print(f"    failed, status {done.returncode}: {' | '.join(tail)}", flush=True)
         return {"failed": done.returncode, "tail": tail}
-    registered = float(re.search(r"^REGISTERED (\S+)$", done.stdout, re.M)[1])
+    said = {word: float(re.search(rf"^{word} (\S+)$", done.stdout, re.M)[1]) - start
+            for word in ("REGISTERED", "DONE")}
     lines = [(path.name, line) for path in logs.glob("*.log")
              for line in path.read_text(errors="replace").splitlines()]
     lines += [("", line) for line in done.stderr.splitlines()]
-    return {**phases(lines, start), "registered": registered - start, "exit": end}
+    return {**phases(lines, start), "registered": said["REGISTERED"],
+            "script done": said["DONE"], "exit": end}
 
 
 def main() -> None:
@@ -157,7 +168,7 @@ def main() -> None:
                           for name, t in times.items()}
             medians = {name: statistics.median(r["exit"] for r in t) for name, t in times.items()}
             breakdown = {name: {phase: round(statistics.median(r[phase] for r in t), 2)
-                                for phase in [*PHASES, "registered", "exit"]
+                                for phase in ORDER
                                 if all(phase in r for r in t)}
                          for name, t in times.items()}
             results["runs"].append({"ranks": ranks, "seconds": times, "medians": medians,
