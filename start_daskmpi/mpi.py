@@ -29,7 +29,13 @@ logger = logging.getLogger("start_daskmpi")
 TAG_START = 1
 TAG_END = 2
 TAG_LEFT = 3
-POLL_INTERVAL = 0.05  # seconds between tests of a pending MPI message
+# Seconds between tests of a pending MPI operation.  MPI moves one on only
+# inside a call (no progress thread), and a collective takes log2(ranks) rounds,
+# each waiting for every rank's next test: a wait that is short by nature (the
+# start's word, a collective, the end's handshakes) tests often, at a cost of
+# microseconds a test; the wait for the job's end, which lasts the job, seldom.
+QUICK_POLL = 0.005
+POLL_INTERVAL = 0.05
 # Seconds a rank waits, after an ending signal, for the driver to end the job:
 # the time the script's finally has.  Within Slurm's default KillWait (30 s).
 SIGNAL_GRACE = 25.0
@@ -93,9 +99,10 @@ class RankLost(Exception):
         self.rank = rank
 
 
-async def receive(world: Any, source: int, tag: int) -> Any:
-    """One message, waited for by polling: a blocking MPI receive would spin a
-    core that the node's workers need.  Raises RankLost if ``source`` died."""
+async def receive(world: Any, source: int, tag: int, interval: float = QUICK_POLL) -> Any:
+    """One message, tested for every ``interval`` seconds: a blocking MPI receive
+    would spin a core that the node's workers need.  Raises RankLost if
+    ``source`` died."""
     from mpi4py import MPI
 
     request = world.irecv(source=source, tag=tag)
@@ -109,7 +116,7 @@ async def receive(world: Any, source: int, tag: int) -> Any:
                 raise
             if done:
                 return message
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(interval)
     except asyncio.CancelledError:
         request.Cancel()  # a receive left pending would trouble MPI_Finalize
         # Wait, not wait: a cancelled receive has no message to unpickle (MPICH
@@ -128,7 +135,7 @@ async def job_end(world: Any, driver: int = DRIVER_RANK) -> int:
     if threading.current_thread() is threading.main_thread():  # else the driver's, beside
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, signals.put_nowait, signum)
-    end = asyncio.ensure_future(receive(world, driver, TAG_END))
+    end = asyncio.ensure_future(receive(world, driver, TAG_END, POLL_INTERVAL))
     signaled = asyncio.ensure_future(signals.get())
     await asyncio.wait([end, signaled], return_when=asyncio.FIRST_COMPLETED)
     if end.done():
@@ -147,9 +154,18 @@ def send_to_all(world: Any, message: Any, tag: int) -> None:
 
     others = (r for r in range(world.size) if r != world.rank)
     requests = [world.isend(message, dest=r, tag=tag) for r in others]
-    deadline = time.monotonic() + LEAVE_TIMEOUT
-    while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL)
+    done_within(lambda: MPI.Request.Testall(requests), LEAVE_TIMEOUT)
+
+
+def done_within(done: Callable[[], bool], timeout: float) -> bool:
+    """Test ``done`` every QUICK_POLL seconds until it is true, at most
+    ``timeout`` seconds; whether it came true."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(QUICK_POLL)
+    return True
 
 
 def agree(world: Any, error: str | None) -> bool:
@@ -199,7 +215,7 @@ async def count_everywhere(world: Any, count: int) -> int:
     mine, total = array("i", [count]), array("i", [0])
     request = world.Iallreduce([mine, MPI.INT], [total, MPI.INT], op=MPI.SUM)
     while not request.Test():
-        await asyncio.sleep(POLL_INTERVAL)
+        await asyncio.sleep(QUICK_POLL)
     return total[0]
 
 
@@ -209,12 +225,14 @@ def ranks_not_leaving(world: Any) -> list[int]:
         rank: world.irecv(source=rank, tag=TAG_LEFT)
         for rank in range(world.size) if rank != world.rank
     }
-    deadline = time.monotonic() + LEAVE_TIMEOUT
-    while pending and time.monotonic() < deadline:
+
+    def all_came() -> bool:
         for rank, request in list(pending.items()):
             if request.test()[0]:
                 del pending[rank]
-        time.sleep(POLL_INTERVAL)
+        return not pending
+
+    done_within(all_came, LEAVE_TIMEOUT)
     return sorted(pending)
 
 
@@ -250,10 +268,7 @@ def exit_together(
     done = world.Ibarrier()
     # The others outwait the driver's own two waits: it speaks for the job.
     wait = LEAVE_TIMEOUT if world.rank == driver else 2 * LEAVE_TIMEOUT + LEAVE_GRACE
-    deadline = time.monotonic() + wait
-    while not done.Test() and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL)
-    if done.Test() and (leaving is None or leaving.Test()):
+    if done_within(done.Test, wait) and (leaving is None or leaving.Test()):
         read_what_is_left(world)
         MPI.Finalize()
         return True

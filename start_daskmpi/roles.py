@@ -47,7 +47,7 @@ from .logs import log_to_file
 from .mpi import (
     LEAVE_GRACE,
     LEAVE_TIMEOUT,
-    POLL_INTERVAL,
+    QUICK_POLL,
     TAG_END,
     TAG_START,
     RankLost,
@@ -137,7 +137,7 @@ async def workers_gone(scheduler: Scheduler, timeout: float) -> None:
     scheduler that closes first cuts their streams mid-goodbye."""
     deadline = asyncio.get_running_loop().time() + timeout
     while scheduler.workers and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(POLL_INTERVAL)
+        await asyncio.sleep(QUICK_POLL)
 
 
 def close_joined_workers(scheduler: Scheduler, layout: Layout) -> None:

@@ -26,6 +26,7 @@ from launch import (
     report,
 )
 from start_daskmpi.gpus import count_gpus
+from start_daskmpi.mpi import done_within
 
 HOST = socket.gethostname().split(".")[0]
 
@@ -121,6 +122,15 @@ def test_every_worker_runs_the_preload(loopback, nanny):
     run = launch([*loopback, nanny, *preload, str(SCRIPTS / "report_preloads.py")], np=4)
     assert_clean(run)
     assert report(run, "PRELOADED") == ["preload_mark.py", "preload_mark.py"], run
+
+
+def test_a_wait_on_mpi_tests_until_done_and_gives_up_at_its_bound():
+    answers = iter([False, False, True])
+    assert done_within(lambda: next(answers), timeout=10)
+    assert next(answers, "all asked") == "all asked"
+    tests = []
+    assert not done_within(lambda: tests.append(None), timeout=0.05)
+    assert 2 <= len(tests)  # tested again and again, not once and given up
 
 
 @pytest.mark.timeout(120)
