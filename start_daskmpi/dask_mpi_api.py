@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -237,10 +236,11 @@ class ClientRank:
         # With exit=False, MPI is the caller's to finalise, at its exit: no shortcut.
         if self.exit and self.status and (self.status.interrupted
                                           or self.status.code != self.job_status):
+            from .mpi import exit_past_python
+
             sys.stdout.flush()
             sys.stderr.flush()
-            # exit(3), not _exit(2): MPICH's exit handlers must run (mpi.hard_exit_ends_the_job).
-            ctypes.CDLL(None).exit(self.job_status)
+            exit_past_python(self.job_status)
 
     def end(self, code: int) -> None:
         """End the job with ``code``, once: close the driver's client, tell the
