@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from distributed import Scheduler, Security
+from distributed import Scheduler, SchedulerPlugin, Security
 
 from .errors import report
 from .layout import Layout, Role, format_ranks
@@ -43,7 +43,21 @@ async def everyone_reaches_the_scheduler(
     return await count_everywhere(world, int(error is not None)) == 0
 
 
-async def driver_gone(scheduler: Scheduler) -> None:
+class ClientCame(SchedulerPlugin):
+    """Whether a client has come to the scheduler: one that came and left
+    between two looks at its clients (a driver killed as soon as it had
+    connected) came all the same.  Added as the scheduler starts."""
+
+    name = "start_daskmpi-client-came"
+
+    def __init__(self) -> None:
+        self.came = False
+
+    def add_client(self, scheduler: Scheduler, client: str) -> None:
+        self.came = True
+
+
+async def driver_gone(scheduler: Scheduler, client: ClientCame) -> None:
     """Return once the driver's client, having come, has been gone for
     DRIVER_LOST_GRACE seconds: the driver died, or its node was lost, under a
     launcher that keeps the other ranks running."""
@@ -51,7 +65,7 @@ async def driver_gone(scheduler: Scheduler) -> None:
         # "fire-and-forget" is the scheduler's own pseudo-client (distributed >= 1.21).
         return len(set(scheduler.clients) - {"fire-and-forget"})
 
-    while not clients():
+    while not client.came:
         await asyncio.sleep(POLL_INTERVAL * 10)
     gone_since = None
     while gone_since is None or time.monotonic() - gone_since < DRIVER_LOST_GRACE:

@@ -42,7 +42,12 @@ from .layout import (
     with_rank_masks,
     world_too_small,
 )
-from .liveness import driver_gone, end_at_once_if_workers_were_lost, everyone_reaches_the_scheduler
+from .liveness import (
+    ClientCame,
+    driver_gone,
+    end_at_once_if_workers_were_lost,
+    everyone_reaches_the_scheduler,
+)
 from .logs import log_to_file
 from .mpi import (
     LEAVE_GRACE,
@@ -158,6 +163,8 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
         send_to_all(world, (None, str(e)), TAG_START)
         beside.reached(None)
         return 2
+    client_came = ClientCame()
+    scheduler.add_plugin(client_came)
     async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, args.dashboard),
                                           security) as info:
         send_to_all(world, (info, None), TAG_START)
@@ -178,7 +185,7 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
             )
         # A driver beside is this process: it cannot be lost alone.
         lost = asyncio.ensure_future(asyncio.Event().wait() if driver_beside
-                                     else driver_gone(scheduler))
+                                     else driver_gone(scheduler, client_came))
         finished = asyncio.ensure_future(scheduler.finished())
         await unless_ended(end, asyncio.wait([finished, lost], return_when="FIRST_COMPLETED"))
         if end.done():
