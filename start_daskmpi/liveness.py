@@ -57,7 +57,7 @@ class ClientCame(SchedulerPlugin):
         self.came = True
 
 
-async def driver_gone(scheduler: Scheduler, client: ClientCame) -> None:
+async def driver_gone(scheduler: Scheduler, client_came: ClientCame) -> None:
     """Return once the driver's client, having come, has been gone for
     DRIVER_LOST_GRACE seconds: the driver died, or its node was lost, under a
     launcher that keeps the other ranks running."""
@@ -65,7 +65,7 @@ async def driver_gone(scheduler: Scheduler, client: ClientCame) -> None:
         # "fire-and-forget" is the scheduler's own pseudo-client (distributed >= 1.21).
         return len(set(scheduler.clients) - {"fire-and-forget"})
 
-    while not client.came:
+    while not client_came.came:
         await asyncio.sleep(POLL_INTERVAL * 10)
     gone_since = None
     while gone_since is None or time.monotonic() - gone_since < DRIVER_LOST_GRACE:
