@@ -6,11 +6,14 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
+import sys
+from pathlib import Path
 
 from .errors import LaunchError
 from .gpus import uses_dask_cuda
 from .layout import Role
 from .network import check_interface
+from .ownership import check_import_path, write_problem
 from .places import is_writable_dir, local_directory
 from .pre_imports import check_modules
 
@@ -99,8 +102,22 @@ def check_dask_cuda(role: Role, args: argparse.Namespace) -> None:
         )
 
 
+def check_own_path_to_write(path: str | Path | None, option: str) -> None:
+    """A file the job will write (--scheduler-file, --status-file) is the
+    user's to write: said now, not once the job has run."""
+    if path is None:
+        return
+    problem = write_problem(Path(path))
+    if problem:
+        raise LaunchError(f"{option} {path} {problem}: give a path of your own")
+
+
 def preflight(role: Role, args: argparse.Namespace) -> None:
     check_interface(args.interface)
+    check_import_path(sys.path, role.host)
+    if role.kind == "driver":
+        check_own_path_to_write(args.scheduler_file, "--scheduler-file")
+        check_own_path_to_write(args.status_file, "--status-file")
     if role.kind == "driver" and args.script:
         check_script(args.script)
     elif role.kind == "driver" and args.jupyterlab:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .errors import LaunchError
 from .layout import DRIVER_RANK, SCHEDULER_RANK
 from .mpi import faults_end_the_job, launcher_world, mpi_world, said_by_rank_0
-from .node import this_node
+from .node import raise_open_file_limit, this_node
 from .options import parse_args
 from .plan import launch_report, plan_report
 from .rank_signals import keep_sigusr1_from_children, take_sigusr1
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
+        raise_open_file_limit()
         keep_sigusr1_from_children(os.environ)  # before any process or thread starts
         launched = launcher_world(os.environ)
         if launched and (launched[0] > 1 or args.join):

@@ -205,7 +205,8 @@ class ClientRank:
         if info is None:  # every rank knows, and ends with 2, as under the command
             self.servers_end(2)
             self.leave_with_the_others(2)
-        self.job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
+        self.job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials,
+                       cluster.private)
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         self.stack.callback(signal.signal, signal.SIGTERM, previous)
         self.stack.enter_context(
@@ -216,7 +217,7 @@ class ClientRank:
         except (LaunchError, KeyboardInterrupt) as e:
             self.end(self.failed_start(e))
             raise SystemExit(self.job_status) from None
-        print(connection_banner(info.dashboard_port, route))
+        print(connection_banner(info.dashboard, route))
         print(flush=True)
         self.status = ScriptStatus()
         atexit.register(self.end_at_exit)
@@ -270,11 +271,13 @@ class ClientRank:
         """End the servers beside the driver, and wait for them (bounded): the
         scheduler's, beside, waits for the workers to leave."""
         from .mpi import LEAVE_TIMEOUT
+        from .security import remove_private
         from .servers import WORKERS_LEAVE_TIMEOUT
 
         self.beside.ended(code)
         if self.servers is not None:
             self.servers.join(WORKERS_LEAVE_TIMEOUT + LEAVE_TIMEOUT)
+        remove_private(self.cluster.private)
 
     def leave_with_the_others(self, code: int) -> NoReturn:
         if self.exit:
@@ -322,9 +325,13 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
              name_worker: Callable[[Any], Any]) -> bool:
     global _client_rank
     from .mpi import faults_end_the_job
+    from .node import raise_open_file_limit
     from .pre_imports import import_in_background
     from .roles import ended_if_a_rank_is_lost, prepare_cluster, serve_role
+    from .security import remove_private
     from .servers import scheduler_modules
+
+    raise_open_file_limit()
 
     if _client_rank is not None and not _client_rank.ended:
         raise RuntimeError("initialize() was called before in this process, and its cluster "
@@ -344,7 +351,10 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
         _client_rank.start()
         return True
     with faults_end_the_job(world):
-        code = ended_if_a_rank_is_lost(world, hosts, lambda: serve_role(world, cluster))
+        try:
+            code = ended_if_a_rank_is_lost(world, hosts, lambda: serve_role(world, cluster))
+        finally:
+            remove_private(cluster.private)
     if exit:
         leave(world, code, hosts, cluster.layout.driver_rank)
     return False

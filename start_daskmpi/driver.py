@@ -22,14 +22,15 @@ import dask
 import psutil
 from distributed import Client
 
-from .banners import ROUTE_HINT, connection_banner
+from .banners import ROUTE_HINT, connection_banner, dashboard_link
 from .errors import LaunchError, report
-from .joining import note_credentials
+from .joining import scheduler_file_text
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, Role
 from .mpi import SIGNAL_GRACE
 from .node import short_hostname
-from .registration import Registration, min_workers
+from .ownership import remove_own_file, write_own_file
+from .registration import Registration, min_workers, warn
 from .script import (
     SIGNALLED,
     SchedulerLost,
@@ -41,7 +42,6 @@ from .script import (
 )
 from .security import (
     Credentials,
-    private_folder,
     remove_private,
     security_from,
     write_client_credentials,
@@ -58,27 +58,32 @@ SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its sch
 WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
 
 
-def point_clients_here(job: Job) -> None:
+def point_clients_here(job: Job, client: Client) -> None:
     """Make ``Client()`` with no arguments reach this cluster, with the driver's
     credentials: here, in the script's subprocesses, in JupyterLab's kernels,
-    and in another shell of the user's that sources ``client.env`` (files in a
-    private folder of this node, which Job.end removes)."""
-    job.client_folder = private_folder(os.environ)
+    and in another shell of the user's that sources ``client.env`` (files in
+    the driver's private folder, which Job.end removes); and write
+    --scheduler-file, which names that client.env for --join and connect()."""
+    folder = job.client_folder
+    folder.mkdir(mode=0o700)
     variables = {"DASK_SCHEDULER_ADDRESS": job.info.address}
+    if job.info.dashboard is not None:  # Client().dashboard_link: through the printed tunnel
+        variables["DASK_DISTRIBUTED__DASHBOARD__LINK"] = dashboard_link(job.info.dashboard)
     if job.credentials is not None:
         logger.info("the client's credentials, for the script and JupyterLab's kernels: %s",
-                    job.client_folder)
-        variables.update(write_client_credentials(job.credentials, job.client_folder))
-    write_private(job.client_folder / CLIENT_ENV, "".join(
+                    folder)
+        variables.update(write_client_credentials(job.credentials, folder))
+    write_private(folder / CLIENT_ENV, "".join(
         f"export {name}={shlex.quote(value)}\n" for name, value in variables.items()
     ))
     os.environ.update(variables)
     dask.config.update(dask.config.config, dask.config.collect_env(variables))
     if job.args.scheduler_file:
-        try:
-            note_credentials(Path(job.args.scheduler_file), job.client_folder / CLIENT_ENV)
-        except (OSError, ValueError) as e:  # on the scheduler's node only, say
-            logger.info("no note for --join in %s: %s", job.args.scheduler_file, e)
+        identity = client.scheduler_info(n_workers=0)
+        text = scheduler_file_text({k: v for k, v in identity.items() if k != "workers"},
+                                   folder / CLIENT_ENV)
+        write_own_file(Path(job.args.scheduler_file), text, "--scheduler-file")
+        job.scheduler_file = Path(job.args.scheduler_file)
 
 
 def close_clients_left_open() -> None:
@@ -147,11 +152,17 @@ class Job:
     layout: Layout
     log_dir: Path
     credentials: Credentials | None  # the driver's own
+    private: Path  # the driver's private folder: its client's credentials, as files
     # Set once enough workers have registered (--min-workers): from then on, one
     # that came and leaves for good was lost, not failed to start.
     workers_came: threading.Event = field(default_factory=threading.Event)
     registration: Registration | None = None
-    client_folder: Path | None = None  # the client's credentials as files, while it runs
+    scheduler_file: Path | None = None  # --scheduler-file, once written
+
+    @property
+    def client_folder(self) -> Path:
+        """The client's credentials and client.env, while the job runs."""
+        return self.private / "client"
 
     def workers_seen(self) -> list[Role]:
         """The planned workers that registered at some point."""
@@ -162,14 +173,18 @@ class Job:
         """Leave what the job leaves once its status is known: the status, for
         a batch script; no client connected (the script's os._exit ends the job
         from inside the script, its clients open: the scheduler, closing, would
-        wait for them); no credentials on the node."""
+        wait for them); no scheduler file; no credentials on the node."""
         record_status(self.args, code)
         close_clients_left_open()
+        if self.scheduler_file is not None:
+            why = remove_own_file(self.scheduler_file)
+            if why:
+                warn(f"--scheduler-file {self.scheduler_file} was not removed: {why}")
         remove_private(self.client_folder)
 
 
 def run_script_session(job: Job, route: list[str]) -> int:
-    print(connection_banner(job.info.dashboard_port, route))
+    print(connection_banner(job.info.dashboard, route))
     print(flush=True)
     code = run_script(job.args.script, job.args.script_args)
     print("Code ran successfully." if code == 0 else f"Code failed with exit status {code}.")
@@ -211,7 +226,7 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
     try:
         with client, ended_if_scheduler_lost(client, info, job.log_dir), \
                 stopped_before_walltime(end, args.walltime_margin):
-            point_clients_here(job)
+            point_clients_here(job, client)
             job.registration = Registration(client, job.layout.workers, job.log_dir)
             deadline = time.monotonic() + args.startup_timeout
             need = min_workers(args.min_workers, len(job.layout.workers))
@@ -247,7 +262,7 @@ def drive(job: Job, reads_stdin: bool) -> int:
             to_here = ssh_route(job.args.ssh_hops, short_hostname(), socket.getfqdn(),
                                 getpass.getuser())
             return serve_jupyterlab(job.args, client, job.info, (to_here, to_scheduler),
-                                    job.log_dir, reads_stdin)
+                                    job.log_dir, reads_stdin, job.private)
     except LaunchError as e:
         report(str(e))
         return 1
@@ -275,6 +290,6 @@ def record_status(args: argparse.Namespace, code: int) -> None:
     if args.status_file is None:
         return
     try:
-        args.status_file.write_text(f"{code}\n")
-    except OSError as e:
-        report(f"cannot write the exit status to {args.status_file}: {e.strerror}")
+        write_own_file(args.status_file, f"{code}\n", "--status-file")
+    except LaunchError as e:
+        report(str(e))

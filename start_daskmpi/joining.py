@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import shlex
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LaunchError, attempt, report
+from .ownership import read_own_file
 
 NOTE = "start_daskmpi"  # the key of the first job's note in its scheduler file
 SCHEDULER_POLL = 1.0  # seconds between an idle rank's looks at the scheduler
@@ -36,31 +36,32 @@ class JoinTarget:
     client_env: Path | None  # the first job's client.env, where it noted one
 
 
-def note_credentials(scheduler_file: Path, client_env: Path) -> None:
-    """In the first job: add to its scheduler file where its client's
-    credentials are, for a job that joins it.  Replaced whole, never half-written."""
-    data = json.loads(scheduler_file.read_text())
-    data[NOTE] = {"client_env": str(client_env)}
-    partial = scheduler_file.with_name(f".{scheduler_file.name}.{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=2))
-    os.chmod(partial, scheduler_file.stat().st_mode & 0o777)
-    os.replace(partial, scheduler_file)
+def scheduler_file_text(identity: dict[str, Any], client_env: Path) -> str:
+    """The scheduler file, as distributed writes it (the scheduler's identity,
+    whose "address" every client reads), with the note of where the first
+    job's client credentials are, for a job that joins it."""
+    return json.dumps({**identity, NOTE: {"client_env": str(client_env)}}, indent=2)
 
 
 def read_target(path: Path) -> JoinTarget:
-    """The cluster a scheduler file names; LaunchError, one line, where it names none."""
+    """The cluster a scheduler file names, once the file is known to be the
+    user's own (read_own_file); LaunchError, one line, where it names none.
+    A file another user could write would send this job's workers, with the
+    user's credentials, to their scheduler."""
     try:
-        data = json.loads(path.read_text())
+        text = read_own_file(path, "--join")
     except OSError as e:
         raise LaunchError(f"--join {path}: {e.strerror}: give the --scheduler-file of a "
                           "running job of yours") from None
-    except (ValueError, UnicodeDecodeError):
+    try:
+        data = json.loads(text)
+    except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("address"), str):
         raise LaunchError(f"--join {path}: not a scheduler file (no address in it)")
     note = data.get(NOTE)
     client_env = note.get("client_env") if isinstance(note, dict) else None
-    return JoinTarget(data["address"], Path(client_env) if client_env else None)
+    return JoinTarget(data["address"], Path(client_env) if isinstance(client_env, str) else None)
 
 
 def client_variables(text: str) -> dict[str, str]:
@@ -75,8 +76,8 @@ def client_variables(text: str) -> dict[str, str]:
 
 
 def join_credentials(target: JoinTarget) -> Any:
-    """The first job's client credentials, for this job's workers; None for a
-    cluster without TLS."""
+    """The first job's client credentials, for this job's workers, from files
+    known to be the user's own; None for a cluster without TLS."""
     from .security import read_client_credentials
 
     if not target.address.startswith("tls://"):
@@ -88,7 +89,8 @@ def join_credentials(target: JoinTarget) -> Any:
             "--scheduler-file FILE, and join with that FILE"
         )
     try:
-        return read_client_credentials(client_variables(target.client_env.read_text()))
+        text = read_own_file(target.client_env, "--join: the credentials file")
+        return read_client_credentials(client_variables(text), read_own_file)
     except (OSError, KeyError) as e:
         why = e.strerror if isinstance(e, OSError) else f"no {e} in it"
         raise LaunchError(
@@ -159,11 +161,10 @@ def run_joining(world: Any, args: argparse.Namespace) -> int:
 def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     """Join the cluster, serve this rank's worker until either job ends; its
     status.  ``hosts`` is given each rank's node, once agreed."""
-    from .liveness import everyone_reaches_the_scheduler
     from .mpi import agree
     from .places import make_log_dir
     from .roles import agree_on_cluster, prepare_rank
-    from .security import security_from
+    from .security import remove_private
 
     target, error = attempt(read_target, args.join)
     credentials, credentials_error = (
@@ -179,12 +180,27 @@ def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     hosts += layout.hosts
     made = attempt(make_log_dir, args.log_dir) if world.rank == 0 else None
     log_dir, error = world.bcast(made, root=0)
-    role = layout.roles[world.rank]
-    log_file, rank_error = (
+    prepared, rank_error = (
         attempt(prepare_rank, layout, world.rank, args, log_dir) if log_dir else (None, None)
     )
-    if not agree(world, error or rank_error):
-        return 2
+    try:
+        if not agree(world, error or rank_error):
+            return 2
+        return serve_the_joined_cluster(world, args, layout, target, credentials, log_dir,
+                                        prepared[0])
+    finally:
+        if prepared:
+            remove_private(prepared[1])
+
+
+def serve_the_joined_cluster(
+    world: Any, args: argparse.Namespace, layout: Any, target: JoinTarget, credentials: Any,
+    log_dir: Path, log_file: Path,
+) -> int:
+    from .liveness import everyone_reaches_the_scheduler
+    from .security import security_from
+
+    role = layout.roles[world.rank]
     security = security_from(credentials)
     reached = everyone_reaches_the_scheduler(world, layout, role, target.address, security)
     if not asyncio.run(reached):
@@ -193,7 +209,11 @@ def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
         print(f"Joining the cluster at {target.address} with {len(layout.workers)} worker(s) "
               f"(named *-{args.join_tag}); they leave when that cluster ends, or this job "
               f"does. Logs: {log_dir}", flush=True)
-        for note in layout.notes:
+        notes = list(layout.notes)
+        if credentials is None:
+            notes.append(f"the cluster at {target.address} has no TLS (--no-tls): anyone who "
+                         "can reach it can run code as you on it, on these workers too")
+        for note in notes:
             print(f"start_daskmpi: warning: {note}", file=sys.stderr, flush=True)
     code = asyncio.run(serve_joined(args, role, target.address, security, log_file))
     if world.rank == 0:

@@ -20,14 +20,14 @@ from typing import Any
 
 from distributed import Client
 
-from .banners import DashboardPlace, jupyter_banner
+from .banners import LOOPBACK, DashboardPlace, jupyter_banner
 from .dashboard_relay import near_end
 from .errors import LaunchError
 from .lab_proxy_guard import SECTION
 from .logs import open_private
 from .node import short_hostname
-from .places import DEFAULT_JUPYTER_PORT, choose_port, port_is_free
-from .security import private_files, write_private
+from .places import DEFAULT_JUPYTER_PORT, Endpoint, choose_port, port_is_free, subfolder_for_block
+from .security import write_private
 from .servers import PORT_RACE_ATTEMPTS, SchedulerInfo
 
 CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
@@ -50,16 +50,18 @@ def lab_settings(dashboard_port: int, folder: Path) -> Path:
     return folder
 
 
-def lab_config(token: str, dashboard_port: int | None, folder: Path) -> Path:
+def lab_config(token: str, dashboard: Endpoint | None, folder: Path) -> Path:
     """JupyterLab's config for this job, in a user-only file: the token (not an
     argument, which ps shows to all, nor a variable, which every kernel and
-    terminal would inherit), and a proxy that reaches the dashboard alone."""
+    terminal would inherit), and a proxy that reaches ``dashboard`` (on this
+    node) alone."""
     config: dict[str, Any] = {
         "IdentityProvider": {"token": token},
         "ServerProxy": {"host_allowlist": []},  # its /proxy/<host>:<port>/ routes
     }
-    if dashboard_port is not None:
-        config[SECTION] = {"port": dashboard_port}
+    if dashboard is not None:
+        config[SECTION] = {"label": dashboard.local_port, "socket": dashboard.socket,
+                           "host": dashboard.host, "port": dashboard.port}
         config["ServerApp"] = {"jpserver_extensions": {"start_daskmpi.lab_proxy_guard": True}}
     path = folder / "jupyter_config.json"
     write_private(path, json.dumps(config))
@@ -103,7 +105,7 @@ def start_jupyterlab(port: int, config: Path, dashboard_port: int | None, log: P
             f"--LabApp.app_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}"
         ]
     command = [
-        *dies_with_this_process(), "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        *dies_with_this_process(), "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={LOOPBACK}",
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={os.getcwd()}", *options,
         # In containers one is often root; jupyter_server refuses that unless told.
@@ -149,7 +151,7 @@ def start_serving_jupyterlab(
 
 def wait_until_serving(lab: Any, port: int, token: str, log: Path, timeout: float) -> None:
     status = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"}
+        f"http://{LOOPBACK}:{port}/api/status", headers={"Authorization": f"token {token}"}
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -189,16 +191,18 @@ def watch_stdin(on_stop: Callable[[], Any]) -> None:
 
 
 @contextlib.contextmanager
-def dashboard_on_this_node(info: SchedulerInfo, ssl_context: Any) -> Iterator[int | None]:
-    """The dashboard's port on this node's loopback, where JupyterLab's proxy
-    looks: the scheduler's own where it runs on this node, else the near end
-    of the dashboard relay (dashboard_relay.py); None without a dashboard."""
-    if info.dashboard_port is None or info.dashboard_relay is None:
-        yield info.dashboard_port
+def dashboard_on_this_node(
+    info: SchedulerInfo, ssl_context: Any, folder: Path
+) -> Iterator[Endpoint | None]:
+    """The dashboard as this node reaches it, where JupyterLab's proxy looks:
+    the scheduler's own where it runs on this node, else the near end of the
+    dashboard relay (dashboard_relay.py), a socket in ``folder``; None
+    without a dashboard."""
+    if info.dashboard is None or info.dashboard_relay is None:
+        yield info.dashboard
         return
-    port = choose_port(None, info.dashboard_port, lambda p: port_is_free("127.0.0.1", p), "")
-    with near_end(port, info.dashboard_relay, ssl_context):
-        yield port
+    with near_end(folder, info.dashboard_relay, ssl_context) as here:
+        yield here
 
 
 def serve_jupyterlab(
@@ -208,9 +212,11 @@ def serve_jupyterlab(
     routes: tuple[list[str], list[str]],
     log_dir: Path,
     reads_stdin: bool,
+    private: Path,
 ) -> int:
     """JupyterLab on this node until 'stop', or until it is shut down from
-    inside; ``routes``: the SSH routes to this node and to the scheduler's."""
+    inside; ``routes``: the SSH routes to this node and to the scheduler's;
+    its config and the relay's socket in ``private``, the driver's folder."""
     lab_route, dashboard_route = routes
     print(f"Starting JupyterLab on {short_hostname()}...", flush=True)
     stop = threading.Event()
@@ -220,23 +226,24 @@ def serve_jupyterlab(
     if reads_stdin:
         watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
     relay_tls = client.security.get_connection_args("client")["ssl_context"]
-    with dashboard_on_this_node(info, relay_tls) as proxied_port, \
-            private_files(os.environ) as private:
+    with subfolder_for_block(private, "jupyterlab") as folder, \
+            dashboard_on_this_node(info, relay_tls, folder) as here:
         token = secrets.token_urlsafe(32)
-        config = lab_config(token, proxied_port, private)  # once: a restart reuses it
+        config = lab_config(token, here, folder)  # once: a restart reuses it
         log = log_dir / "jupyterlab.log"
+        proxied = here.local_port if here else None
+        taken = {info.dashboard.port if info.dashboard else None, here.port if here else None}
         lab, port = start_serving_jupyterlab(
             args.jupyter_port,
-            lambda p: p not in (info.dashboard_port, proxied_port)
-            and port_is_free("127.0.0.1", p),
-            lambda port: start_jupyterlab(port, config, proxied_port, log),
+            lambda p: p not in taken and port_is_free(LOOPBACK, p),
+            lambda port: start_jupyterlab(port, config, proxied, log),
             lambda lab, port: wait_until_serving(lab, port, token, log, JUPYTER_START_TIMEOUT),
             log,
         )
         try:
             dashboard = None
-            if info.dashboard_port is not None and proxied_port is not None:
-                dashboard = DashboardPlace(dashboard_route, info.dashboard_port, proxied_port)
+            if info.dashboard is not None and proxied is not None:
+                dashboard = DashboardPlace(dashboard_route, info.dashboard, proxied)
             print()
             print(jupyter_banner(lab_route, port, token, log, dashboard))
             print()

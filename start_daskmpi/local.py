@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from .logs import log_to_file
 from .loop_thread import event_loop_thread
 from .node import this_node
 from .places import make_log_dir, private_scratch
-from .security import job_authority, security_from
+from .security import job_authority, private_files, security_from
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     SchedulerInfo,
@@ -52,17 +53,19 @@ def local_layout(args: argparse.Namespace) -> Layout:
 @contextlib.contextmanager
 def local_cluster(
     args: argparse.Namespace, layout: Layout, securities: tuple[Security, Security],
-    log_dir: Path,
+    log_dir: Path, private: Path,
 ) -> Iterator[SchedulerInfo]:
     """The scheduler and every worker of ``layout``, started; closed on exit.
-    ``securities``: the scheduler's and the workers'."""
+    ``securities``: the scheduler's and the workers'; ``private``: this
+    process's private folder, for the scheduler's scratch and dashboard."""
     started: list[Any] = []
     for_scheduler, for_workers = securities
 
     async def start() -> SchedulerInfo:
         if args.nanny:
             start_fork_server()  # its imports overlap the scheduler's start
-        scheduler = await start_scheduler(args, for_scheduler, len(layout.workers))
+        scheduler, dashboard = await start_scheduler(args, for_scheduler, len(layout.workers),
+                                                     private)
         started.append(scheduler)
         workers = [
             make_worker(scheduler.address, role, args, for_workers,
@@ -74,7 +77,7 @@ def local_cluster(
             await asyncio.wait_for(asyncio.gather(*workers), args.startup_timeout)
         except Exception as e:
             raise LaunchError(f"the local cluster failed to start: {describe(e)}") from None
-        return scheduler_info(scheduler, args.dashboard)
+        return scheduler_info(scheduler, dashboard)
 
     async def stop() -> None:
         scheduler, *workers = started or [None]
@@ -104,6 +107,7 @@ def run_local(args: argparse.Namespace) -> int:
         for kind in ("scheduler", "workers", "client")
     )
     securities = security_from(scheduler), security_from(workers)
-    with local_cluster(args, layout, securities, log_dir) as info:
-        job = Job(args, info, layout, log_dir, client)
+    with private_files(os.environ) as private, \
+            local_cluster(args, layout, securities, log_dir, private) as info:
+        job = Job(args, info, layout, log_dir, client, private)
         return drive_until_interrupted(job, reads_stdin=True)

@@ -2,9 +2,11 @@
 the terminal in one line each."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +27,50 @@ class OneLineFormatter(logging.Formatter):
         # Warnings captured from libraries come in several lines, their source last.
         line = " ".join(part.strip() for part in super().format(bare).splitlines() if part.strip())
         return f"{line} (traceback in {self.log_file})" if record.exc_info else line
+
+
+class CountedOnTerminal(logging.Filter):
+    """Failed TLS handshakes on the terminal as a count, at most one line an
+    interval: anyone on the node can open a connection to the scheduler's
+    port, and distributed warns of each (its details stay in the log file).
+    The first is said at once; those after it once ``interval`` seconds have
+    passed since the last line, and at the end."""
+
+    LOGGER, MESSAGE = "distributed.comm.tcp", "TLS handshake failed"
+
+    def __init__(self, handler: logging.Handler, log_file: str | Path, interval: float) -> None:
+        super().__init__()
+        self.handler, self.log_file, self.interval = handler, log_file, interval
+        self.count, self.said_at = 0, None  # failures not yet said; when the last line was
+        atexit.register(self.say_the_rest)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != self.LOGGER or self.MESSAGE not in str(record.msg):
+            return True
+        self.count += 1
+        now = time.monotonic()
+        if self.said_at is None or now - self.said_at >= self.interval:
+            self.say(record.levelno)
+        return False
+
+    def say(self, level: int = logging.WARNING) -> None:
+        what = (f"a connection without the job's certificate was refused (TLS handshake "
+                f"failed); any more are counted here, at most once every {self.interval:g} s"
+                if self.said_at is None else
+                f"{self.count} more connection(s) without the job's certificate were refused "
+                "(TLS handshake failed)")
+        self.count, self.said_at = 0, time.monotonic()
+        self.handler.handle(logging.makeLogRecord({
+            "name": "start_daskmpi", "levelno": level, "levelname": logging.getLevelName(level),
+            "msg": f"{what}; each is in {self.log_file}",
+        }))
+
+    def say_the_rest(self) -> None:
+        if self.count:
+            self.say()
+
+
+FLOOD_INTERVAL = 60.0  # seconds between two lines that count refused connections
 
 
 def open_private(path: str | Path) -> TextIO:
@@ -69,6 +115,7 @@ def log_to_file(path: str | Path, verbose: bool) -> None:
     to_terminal.setFormatter(
         logging.Formatter(log_format) if verbose else OneLineFormatter(log_format, path)
     )
+    to_terminal.addFilter(CountedOnTerminal(to_terminal, path, FLOOD_INTERVAL))
     for handler in (to_file, to_terminal):
         handler.set_name(OURS)
     for logger in dask_loggers():

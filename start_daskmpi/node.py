@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import resource
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,22 @@ def node_cores() -> int:
     """The node's cores for its workers: the job's share of the node, not this
     rank's affinity, which a launcher that binds ranks narrows to one core."""
     return cgroup_cpus() or psutil.cpu_count() or 1
+
+
+MOST_OPEN_FILES = 1 << 20  # where the hard limit is none
+
+
+def raise_open_file_limit() -> None:
+    """Let this process (and its children) open as many files as the node
+    allows, as ``dask scheduler`` does: anyone on the node can open
+    connections to the scheduler's and workers' ports, each holding a file
+    descriptor until its TLS handshake fails, and at the usual soft limit of
+    1024 a few hundred would leave the user's own connections refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def short_hostname() -> str:

@@ -16,7 +16,6 @@ from .errors import LaunchError
 from .gpus import VENDORS
 from .layout import Shape
 from .places import (
-    DEFAULT_DASHBOARD_ADDRESS,
     DEFAULT_JUPYTER_PORT,
     DEFAULT_SCHEDULER_PORT,
     NODE_SCRATCH,
@@ -306,8 +305,9 @@ def add_network_options(group: Any) -> None:
     )
     group.add_argument(
         "--dashboard-address", type=_host_port, metavar="[HOST]:PORT",
-        help=f"dashboard [host]:port (default {DEFAULT_DASHBOARD_ADDRESS}, "
-        "or the next free port; a bare PORT is on 127.0.0.1; the SSH tunnel reaches localhost)",
+        help="serve the dashboard on TCP at [host]:port, which every user of the node can "
+        "read, even on 127.0.0.1 (a bare PORT is on 127.0.0.1), for an sshd that forwards no "
+        "socket (default: a Unix socket in the scheduler's private folder, only yours)",
     )
     group.add_argument(
         "--jupyter-port", type=_port, metavar="PORT",

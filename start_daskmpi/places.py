@@ -1,22 +1,26 @@
 """Where things go on a node: free ports for the scheduler, dashboard and
-JupyterLab; the node-local scratch; the run's log folder."""
+JupyterLab, and where a server listens (an Endpoint); the node-local scratch;
+each process's private folder; the run's log folder."""
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
+import ipaddress
 import os
 import shutil
 import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LaunchError
 from .sites import Site, this_site
 
 DEFAULT_SCHEDULER_PORT = 8786
-DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8787"
+DEFAULT_DASHBOARD_PORT = 8787  # the dashboard's port on your machine, where a socket serves it
 DEFAULT_JUPYTER_PORT = 7787
 PORT_SEARCH_SPAN = 100
 # Where a batch system keeps the job id, which names the run's log folder.
@@ -25,15 +29,33 @@ JOB_ID_VARIABLES = ("COBALT_JOBID", "PBS_JOBID", "SLURM_JOB_ID", "LSB_JOBID", "F
 NODE_SCRATCH = ("/local/scratch", "/raid/scratch")
 
 
-def port_is_free(host: str, port: int) -> bool:
+def bindable(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # Tornado binds with SO_REUSEADDR, so a port in TIME_WAIT is free to it too.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as e:
+            # No IPv6 on this node: no one can hold the port there either.
+            return family == socket.AF_INET6 and e.errno == errno.EADDRNOTAVAIL
+    return True
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host``; on loopback, on both loopbacks:
+    a client that dials ``localhost`` may try ::1 first, and another user
+    holding the port there would answer it."""
+    loopback = ipaddress.ip_address(host).is_loopback if is_ip(host) else False
+    hosts = [host, *(["::1", "127.0.0.1"] if loopback else [])]
+    return all(bindable(each, port) for each in dict.fromkeys(hosts))
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
     return True
 
 
@@ -81,13 +103,37 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def dashboard_address(requested: str | None, is_free: Callable[[str, int], bool]) -> str:
-    host, port = parse_host_port(requested or DEFAULT_DASHBOARD_ADDRESS)
-    requested_port = port if requested is not None else None
-    chosen = choose_port(
-        requested_port, port, lambda p: is_free(host, p), "--dashboard-address"
-    )
-    return join_host_port(host, chosen)
+def loopback_for(host: str) -> str:
+    """Where to reach a server bound to ``host`` from its own node."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def dashboard_address(requested: str, is_free: Callable[[str, int], bool]) -> str:
+    """--dashboard-address, checked free (a port of 0: any)."""
+    host, port = parse_host_port(requested)
+    return join_host_port(host, choose_port(port, port, lambda p: is_free(host, p),
+                                            "--dashboard-address"))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server listens on its node: a Unix socket (in a private folder,
+    so that only the user can connect), or a TCP host and port."""
+
+    socket: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+    @property
+    def target(self) -> str:
+        """As ``ssh -L PORT:TARGET`` names it."""
+        return self.socket or join_host_port(self.host, self.port or 0)
+
+    @property
+    def local_port(self) -> int:
+        """The port that stands for it on the user's machine, at the tunnel's
+        near end, and in JupyterLab's proxy: its own, or the default."""
+        return self.port or DEFAULT_DASHBOARD_PORT
 
 
 def is_writable_dir(path: str) -> bool:
@@ -116,6 +162,30 @@ def fresh_private_folder(base: str) -> Path:
     """A new folder under ``base`` that only this user can enter (mkdtemp's 0700):
     no one else can have made it, or put anything in it."""
     return Path(tempfile.mkdtemp(prefix="start_daskmpi-", dir=base))
+
+
+# The longest path a Unix socket may have (sun_path, less its NUL), and the
+# longest socket name of ours (dashboard_relay.py's near end).
+SOCKET_PATH_MAX = 107
+LONGEST_SOCKET = "dashboard-relay.sock"
+
+
+def socket_folder_base(base: str) -> str:
+    """``base``, unless a socket in a private folder there would be too long a
+    path for a Unix socket: then /tmp (sticky: our 0700 folder in it is ours)."""
+    sample = os.path.join(base, "start_daskmpi-xxxxxxxx", LONGEST_SOCKET)
+    return base if len(os.fsencode(sample)) <= SOCKET_PATH_MAX else "/tmp"
+
+
+@contextlib.contextmanager
+def subfolder_for_block(parent: Path, name: str) -> Iterator[Path]:
+    """``parent/name``, made new (0700) for the block, removed after it."""
+    folder = parent / name
+    folder.mkdir(mode=0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -69,7 +69,15 @@ from .mpi import (
 from .network import interfaces_for
 from .node import this_node
 from .places import make_log_dir, private_dir, private_scratch
-from .security import Credentials, certify_ranks, new_key, security_from
+from .security import (
+    Credentials,
+    certify_ranks,
+    new_key,
+    private_folder,
+    remove_private,
+    runtime_folder,
+    security_from,
+)
 from .servers import (
     WORKERS_LEAVE_TIMEOUT,
     SchedulerInfo,
@@ -95,6 +103,7 @@ class Cluster:
     security: Security
     worker_log: Path  # where this rank's worker process, if any, logs
     network_note: str | None  # how the interface was chosen, for the driver to say
+    private: Path  # this rank's private folder on its node: its servers' scratch and sockets
 
 
 @dataclass
@@ -157,7 +166,8 @@ def close_joined_workers(scheduler: Scheduler, layout: Layout) -> None:
 async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
     args, layout, security = cluster.args, cluster.layout, cluster.security
     try:
-        scheduler = await start_scheduler(args, security, len(layout.workers))
+        scheduler, dashboard = await start_scheduler(args, security, len(layout.workers),
+                                                     cluster.private)
     except LaunchError as e:
         report(str(e))
         send_to_all(world, (None, str(e)), TAG_START)
@@ -165,7 +175,7 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
         return 2
     client_came = ClientCame()
     scheduler.add_plugin(client_came)
-    async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, args.dashboard),
+    async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, dashboard),
                                           security) as info:
         send_to_all(world, (info, None), TAG_START)
         role = layout.roles[SCHEDULER_RANK]
@@ -315,10 +325,16 @@ def serve_driver(world: Any, cluster: Cluster) -> int:
     info = scheduler_reached(world, cluster, Beside())
     if info is None:
         return 2
-    job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials)
+    job = Job(cluster.args, info, cluster.layout, cluster.log_dir, cluster.credentials,
+              cluster.private)
     code = 1
+
+    def end_at_a_hard_exit(status: int) -> None:  # os._exit skips play_role's own end
+        job.end(status)
+        remove_private(cluster.private)
+
     try:
-        with hard_exit_ends_the_job(world, cluster.layout.hosts, job.end):
+        with hard_exit_ends_the_job(world, cluster.layout.hosts, end_at_a_hard_exit):
             code = drive_until_interrupted(job, reads_stdin=False)
     except BaseException:
         send_to_all(world, code, TAG_END)  # a fault of ours: the others must not wait
@@ -375,9 +391,12 @@ def options_on_node(
     })
 
 
-def prepare_rank(layout: Layout, rank: int, args: argparse.Namespace, log_dir: Path) -> Path:
-    """Open this rank's log and check what its roles need; return the log file
-    its worker process (if any) writes."""
+def prepare_rank(
+    layout: Layout, rank: int, args: argparse.Namespace, log_dir: Path
+) -> tuple[Path, Path]:
+    """Open this rank's log, check what its roles need, and make its private
+    folder; return the log file its worker process (if any) writes, and that
+    folder."""
     role = layout.roles[rank]
     private_dir(log_dir, "--log-dir")  # where it is node-local, made on each node
     try:
@@ -386,7 +405,12 @@ def prepare_rank(layout: Layout, rank: int, args: argparse.Namespace, log_dir: P
         raise LaunchError(f"cannot write logs to {log_dir} on {role.host}: {e.strerror}") from None
     for each in (role, *layout.beside_rank(rank)):
         preflight(each, args)
-    return log_dir / f"rank{role.rank}-worker-process.log"
+    try:
+        private = private_folder(os.environ)
+    except OSError as e:
+        raise LaunchError(f"cannot make a private folder in {runtime_folder(os.environ)} on "
+                          f"{role.host}: {e.strerror}; set TMPDIR to a folder of yours") from None
+    return log_dir / f"rank{role.rank}-worker-process.log", private
 
 
 def run_rank(world: Any, args: argparse.Namespace) -> int:
@@ -447,9 +471,12 @@ def prepare_cluster(
     names = [f"{role.kind} rank {role.rank} on {role.host}" for role in layout.roles]
     credentials = certify_ranks(world, key, names, SCHEDULER_RANK) if key else None
     role = layout.roles[world.rank]
-    worker_log, error = attempt(prepare_rank, layout, world.rank, args, log_dir)
+    prepared, error = attempt(prepare_rank, layout, world.rank, args, log_dir)
     if not agree(world, error):
+        if prepared:
+            remove_private(prepared[1])
         return None
+    worker_log, private = prepared
     if args.verbose and world.rank == SCHEDULER_RANK:
         plan = "\n".join(["Plan:", *(f"    {line}" for line in describe_layout(layout))])
         # One write, newline included: print's two would let the driver's lines,
@@ -457,7 +484,7 @@ def prepare_cluster(
         sys.stdout.write(plan + "\n")
     logger.info("rank %d on %s: %s", world.rank, role.host, role)
     return Cluster(layout, args, log_dir, credentials, security_from(credentials), worker_log,
-                   network_note)
+                   network_note, private)
 
 
 def renamed_workers(layout: Layout, name: Callable[[Role], Any]) -> Layout:
@@ -483,6 +510,9 @@ def play_role(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     cluster = prepare_cluster(world, args, hosts)
     if cluster is None:
         return 2
-    if cluster.layout.roles[world.rank].kind == "driver":
-        return serve_driver(world, cluster)
-    return serve_role(world, cluster)
+    try:
+        if cluster.layout.roles[world.rank].kind == "driver":
+            return serve_driver(world, cluster)
+        return serve_role(world, cluster)
+    finally:
+        remove_private(cluster.private)

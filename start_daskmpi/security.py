@@ -16,7 +16,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from distributed import Security
 
 from .errors import LaunchError
-from .places import fresh_private_folder, private_folder_for_block
+from .places import fresh_private_folder, private_folder_for_block, socket_folder_base
 
 # Where batch systems tell a job when it ends (seconds since the epoch).
 JOB_END_VARIABLES = ("SLURM_JOB_END_TIME", "COBALT_ENDTIME")
@@ -176,12 +176,14 @@ def runtime_folder(environ: Mapping[str, str]) -> str:
 
 
 def private_folder(environ: Mapping[str, str]) -> Path:
-    return fresh_private_folder(runtime_folder(environ))
+    """A fresh folder of this user's alone, on this node, where a Unix socket
+    fits too: a process's credentials, sockets and scratch of its servers."""
+    return fresh_private_folder(socket_folder_base(runtime_folder(environ)))
 
 
 def private_files(environ: Mapping[str, str]) -> contextlib.AbstractContextManager[Path]:
     """A private_folder for the block, removed after it."""
-    return private_folder_for_block(runtime_folder(environ))
+    return private_folder_for_block(socket_folder_base(runtime_folder(environ)))
 
 
 def write_private(path: Path, text: str) -> None:
@@ -208,10 +210,14 @@ def write_client_credentials(credentials: Credentials, folder: Path) -> dict[str
     return variables
 
 
-def read_client_credentials(variables: Mapping[str, str]) -> Credentials:
+def read_client_credentials(
+    variables: Mapping[str, str], read: Callable[[Path, str], str]
+) -> Credentials:
     """The credentials write_client_credentials() wrote, from the variables it
-    returned (KeyError, OSError where they are not there to read)."""
-    return Credentials(*(Path(variables[variable]).read_text() for variable, _ in CLIENT_FILES))
+    returned, each file read by ``read(path, what)`` (KeyError, OSError where
+    they are not there to read)."""
+    return Credentials(*(read(Path(variables[variable]), f"the credentials file {name}")
+                         for variable, name in CLIENT_FILES))
 
 
 def remove_private(folder: Path | None) -> None:

@@ -25,6 +25,8 @@ import psutil
 from distributed import Nanny, Scheduler, Security, Worker
 from distributed.comm import connect
 from distributed.core import Status, rpc
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_unix_socket
 
 from .errors import LaunchError
 from .gpus import NVIDIA_PIN, uses_dask_cuda
@@ -34,8 +36,10 @@ from .network import listen_host
 from .node import short_hostname
 from .places import (
     DEFAULT_SCHEDULER_PORT,
+    Endpoint,
     choose_port,
     dashboard_address,
+    loopback_for,
     parse_host_port,
     port_is_free,
     port_taken,
@@ -51,6 +55,7 @@ PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when an
 REACH_TIMEOUT = 5.0  # seconds a node's first rank tries to reach the scheduler at start
 STARTING = (Status.undefined, Status.created, Status.init, Status.starting)
 LOOK_INTERVAL = 0.01  # seconds between looks at a server's state, from a pre-import's thread
+DASHBOARD_SOCKET = "dashboard.sock"  # in the scheduler's private folder
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class SchedulerInfo:
     address: str
     host: str
     fqdn: str
-    dashboard_port: int | None
+    dashboard: Endpoint | None  # on the scheduler's node; None: no dashboard
     # Where the driver's JupyterLab, on another node, gets the dashboard from
     # (dashboard_relay.py); None where no relay runs.
     dashboard_relay: str | None = None
@@ -137,7 +142,12 @@ def bound_to(interface: str | None) -> dict[str, Any]:
     return dict(interface=interface) if interface else dict(host="127.0.0.1")
 
 
-def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str, Any]:
+def scheduler_options(
+    args: argparse.Namespace, security: Security, folder: Path
+) -> dict[str, Any]:
+    """``folder``: the process's private folder, for the scheduler's scratch,
+    which distributed puts first on sys.path (a shared /tmp/dask-scratch-space
+    would let another user put modules there)."""
     host = listen_host(args.interface)
     port = choose_port(
         args.scheduler_port, DEFAULT_SCHEDULER_PORT,
@@ -148,13 +158,31 @@ def scheduler_options(args: argparse.Namespace, security: Security) -> dict[str,
         port=port,
         protocol=comm_protocol(args),
         security=security,
+        local_directory=str(folder),
         dashboard=args.dashboard,
-        # Both defaults may give way to the same next port: the dashboard takes another.
+        # Without --dashboard-address, the dashboard moves to a socket before
+        # the scheduler starts (serve_dashboard_privately): any port until then.
         dashboard_address=dashboard_address(
             args.dashboard_address, lambda h, p: p != port and port_is_free(h, p)
-        ),
-        scheduler_file=args.scheduler_file,
+        ) if args.dashboard_address else "127.0.0.1:0",
     )
+
+
+def serve_dashboard_privately(scheduler: Scheduler, path: Path) -> None:
+    """Serve the scheduler's HTTP routes (the dashboard, its JSON, its metrics)
+    on a Unix socket at ``path`` alone, in a private folder: a TCP port, even
+    on loopback, shows workers, task keys, errors and logs to every user of
+    the node.  Called once the scheduler is made and before it starts: the
+    event loop has not run since distributed opened its port, so that port
+    never accepted a connection."""
+    scheduler.http_server.stop()
+    server = HTTPServer(scheduler.http_application)
+    server.add_socket(bind_unix_socket(str(path), mode=0o600))
+    # distributed knows its dashboard by these two attributes (identity() reports
+    # the service's port, and the scheduler's close stops each service): this
+    # one has a socket and no port.
+    server.port = None
+    scheduler.http_server = scheduler.services["dashboard"] = server
 
 
 def worker_options(
@@ -201,6 +229,11 @@ def make_worker(
     spilled data in ``scratch`` (places.private_scratch).
 
     The one place that pins a worker to its GPU, as each kind needs it."""
+    # Its HTTP server listens on 127.0.0.1, which every user of the node reaches:
+    # it says whether the worker is alive, and no more (its metrics would show
+    # its tasks' states and memory).  Read as a worker starts, in this process's
+    # config or the one a nanny hands its worker process.
+    dask.config.set({"distributed.worker.http.routes": ["distributed.http.health"]})
     options = worker_options(role, args, security, scratch)
     has_cupy = importlib.util.find_spec("cupy") is not None
     pre_import = modules_for(args.pre_import, role.gpu is not None, has_cupy)
@@ -290,19 +323,26 @@ def has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-async def start_scheduler(args: argparse.Namespace, security: Security, workers: int) -> Scheduler:
-    """The scheduler on the port chosen for it, for ``workers`` workers.  Another
-    launcher starting on this node at the same moment may bind a default port
-    between our choice and our bind: then the next free port."""
+async def start_scheduler(
+    args: argparse.Namespace, security: Security, workers: int, folder: Path
+) -> tuple[Scheduler, Endpoint | None]:
+    """The scheduler on the port chosen for it, for ``workers`` workers, and
+    where its dashboard is (None: none is served); its scratch and dashboard
+    socket in ``folder``, the process's private folder.  Another launcher
+    starting on this node at the same moment may bind a default port between
+    our choice and our bind: then the next free port."""
     # The dashboard's port lost that way, distributed takes any free one and warns
     # in several lines ("Perhaps you already have a cluster running?"): the banner
     # prints the port it got, and a requested one is checked below instead.
     warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
     for _ in range(PORT_RACE_ATTEMPTS):
-        options = scheduler_options(args, security)
+        options = scheduler_options(args, security, folder)
         try:
             with dask.config.set({"distributed.scheduler.http.routes": dashboard_routes()}):
-                scheduler = await Scheduler(**options)
+                scheduler = Scheduler(**options)
+            if args.dashboard_address is None:
+                serve_dashboard_privately(scheduler, folder / DASHBOARD_SOCKET)
+            await scheduler
         except Exception as e:
             cause = e.__cause__ or e
             raced = getattr(cause, "errno", None) == errno.EADDRINUSE
@@ -313,7 +353,7 @@ async def start_scheduler(args: argparse.Namespace, security: Security, workers:
         # Each graph is unpickled here: the modules its tasks name are imported.
         import_in_background(modules_for(args.pre_import, gpu_worker=False, has_cupy=False),
                              first=once_workers_came(scheduler, workers, args.startup_timeout))
-        return scheduler
+        return scheduler, dashboard_endpoint(scheduler, args, folder / DASHBOARD_SOCKET)
     raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
 
 
@@ -327,17 +367,27 @@ async def refuse_another_dashboard_port(scheduler: Scheduler, requested: str | N
         raise LaunchError(port_taken(port, "--dashboard-address"))
 
 
-def scheduler_info(scheduler: Scheduler, dashboard: bool) -> SchedulerInfo:
-    """``dashboard``: whether one was asked for (--dashboard)."""
-    # Without bokeh, or with dashboard=False, the HTTP server still runs (and is
-    # the "dashboard" service), but serves no dashboard.
-    has_dashboard = dashboard and has_bokeh()
+def dashboard_endpoint(
+    scheduler: Scheduler, args: argparse.Namespace, private: Path
+) -> Endpoint | None:
+    """Where the scheduler's dashboard is served: the private socket, else
+    --dashboard-address's host, with the port it got; None where none is.
+    Without bokeh, or with --no-dashboard, the HTTP server still runs (and
+    is the "dashboard" service), but serves no dashboard."""
+    if not (args.dashboard and has_bokeh()):
+        return None
+    if args.dashboard_address is None:
+        return Endpoint(socket=str(private))
+    host = parse_host_port(args.dashboard_address)[0]
+    return Endpoint(host=loopback_for(host), port=scheduler.services["dashboard"].port)
+
+
+def scheduler_info(scheduler: Scheduler, dashboard: Endpoint | None) -> SchedulerInfo:
     return SchedulerInfo(
         address=scheduler.address,
         host=short_hostname(),
         fqdn=socket.getfqdn(),
-        dashboard_port=scheduler.identity()["services"].get("dashboard") if has_dashboard
-        else None,
+        dashboard=dashboard,
     )
 
 

@@ -308,14 +308,15 @@ class Session:
 class Lab:
     """What the launcher printed about its JupyterLab and dashboard."""
 
-    BANNER = r"http://localhost:(\d+)/lab\?token=(\S+)"
+    BANNER = r"http://127\.0\.0\.1:(\d+)/lab\?token=(\S+)"
 
     def __init__(self, session: Session) -> None:
         match = session.wait_for(self.BANNER)
         session.wait_for("JupyterLab started. Type 'stop' to stop Dask:")
         self.port, self.token = int(match[1]), match[2]
         self.base = f"http://127.0.0.1:{self.port}"
-        self.dashboard_port = int(session.wait_for(r"http://localhost:(\d+)/status")[1])
+        # The dashboard's port at the tunnel's near end, on the user's machine.
+        self.dashboard_port = int(session.wait_for(r"http://127\.0\.0\.1:(\d+)/status")[1])
         # The dashboard's port on JupyterLab's node, where its proxy looks.
         self.proxied_port = int(session.wait_for(r"/proxy/(\d+)/status")[1])
         self.scheduler = session.wait_for(r"Scheduler address: (\S+)")[1]

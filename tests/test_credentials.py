@@ -181,9 +181,21 @@ def test_the_clients_files_are_private_and_named_in_dasks_variables(certified, t
         write_client_credentials(credentials[1], folder)
 
 
-def test_private_files_go_to_the_users_runtime_folder_where_there_is_one(tmp_path, monkeypatch):
-    runtime = tmp_path / "run-user"
-    runtime.mkdir(mode=0o700)
+@pytest.fixture
+def short_folder():
+    """A folder of a short path, as /run/user/UID is: a socket fits in it."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="run-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_private_files_go_to_the_users_runtime_folder_where_there_is_one(
+    tmp_path, monkeypatch, short_folder
+):
+    runtime = short_folder
     elsewhere = tmp_path / "tmp"
     elsewhere.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(elsewhere))
@@ -197,11 +209,23 @@ def test_private_files_go_to_the_users_runtime_folder_where_there_is_one(tmp_pat
     remove_private(None)  # nothing made, nothing to remove
 
 
-def test_private_files_for_a_block_are_gone_after_it(tmp_path):
-    with private_files({"XDG_RUNTIME_DIR": str(tmp_path)}) as folder:
-        assert folder.parent == tmp_path and stat.S_IMODE(folder.stat().st_mode) == 0o700
+def test_private_files_for_a_block_are_gone_after_it(short_folder):
+    with private_files({"XDG_RUNTIME_DIR": str(short_folder)}) as folder:
+        assert folder.parent == short_folder and stat.S_IMODE(folder.stat().st_mode) == 0o700
         (folder / "token").write_text("x")
-    assert not folder.exists() and list(Path(tmp_path).iterdir()) == []
+    assert not folder.exists() and list(short_folder.iterdir()) == []
+
+
+def test_a_private_folder_too_deep_for_a_socket_goes_to_tmp():
+    """A Unix socket's path has at most 107 bytes: the dashboard's and the
+    relay's sockets must fit in the private folder."""
+    from start_daskmpi.places import LONGEST_SOCKET, SOCKET_PATH_MAX, socket_folder_base
+
+    assert socket_folder_base("/run/user/1000") == "/run/user/1000"
+    deep = "/scratch/" + "d" * 80
+    assert socket_folder_base(deep) == "/tmp"
+    fits = "/" + "f" * (SOCKET_PATH_MAX - len("/start_daskmpi-xxxxxxxx/" + LONGEST_SOCKET) - 1)
+    assert socket_folder_base(fits) == fits and socket_folder_base(fits + "f") == "/tmp"
 
 
 def test_the_authoritys_certificate_and_its_limits(monkeypatch):

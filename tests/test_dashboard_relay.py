@@ -13,8 +13,8 @@ import threading
 import pytest
 from distributed import Security
 
-from start_daskmpi.dashboard_relay import loopback_for, near_end, serve_far_end
-from start_daskmpi.places import parse_host_port
+from start_daskmpi.dashboard_relay import near_end, serve_far_end
+from start_daskmpi.places import Endpoint, loopback_for, parse_host_port
 
 
 @pytest.mark.parametrize("bound, reached", [
@@ -41,28 +41,29 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def relayed(security: Security):
-    """The stand-in dashboard, the far end in front of it; yields the far end's address."""
-    dashboard = await asyncio.start_server(echo, "127.0.0.1", 0)
-    port = dashboard.sockets[0].getsockname()[1]
+async def relayed(security: Security, folder):
+    """The stand-in dashboard on a socket in ``folder``, as the scheduler serves
+    it, the far end in front of it; yields the far end's address."""
+    path = str(folder / "dashboard.sock")
+    dashboard = await asyncio.start_unix_server(echo, path)
     far, address = await serve_far_end(
-        "127.0.0.1", "", port, security.get_listen_args("scheduler")["ssl_context"]
+        "127.0.0.1", Endpoint(socket=path), security.get_listen_args("scheduler")["ssl_context"]
     )
     async with dashboard, far:
         yield address
 
 
-def through_near_end(security: Security, payload: bytes) -> bytes:
+def through_near_end(security: Security, payload: bytes, folder) -> bytes:
     """Send ``payload`` through both ends, from a thread as the driver does."""
-    port = free_port()
-
     async def exchange(far_end: str) -> bytes:
         loop = asyncio.get_running_loop()
         context = security.get_connection_args("client")["ssl_context"]
 
         def client() -> bytes:
-            with near_end(port, far_end, context), \
-                    socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            with near_end(folder, far_end, context) as here, \
+                    socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(30)
+                sock.connect(here.socket)
                 sender = threading.Thread(target=sock.sendall, args=(payload,))
                 sender.start()
                 answer = b""
@@ -77,18 +78,39 @@ def through_near_end(security: Security, payload: bytes) -> bytes:
         return await loop.run_in_executor(None, client)
 
     async def main() -> bytes:
-        async with relayed(security) as far_end:
+        async with relayed(security, folder) as far_end:
             return await exchange(far_end)
 
     return asyncio.run(asyncio.wait_for(main(), 60))
 
 
-def test_bytes_pass_both_ways_intact():
+def test_bytes_pass_both_ways_intact(tmp_path):
     payload = os.urandom(3 * 1024 * 1024)
-    assert through_near_end(Security.temporary(), payload) == payload
+    assert through_near_end(Security.temporary(), payload, tmp_path) == payload
 
 
-def test_the_far_end_gives_nothing_without_the_jobs_certificate():
+def tcp_listeners() -> set:
+    import psutil
+
+    return {c.laddr for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()}
+
+
+def test_the_near_end_listens_on_a_socket_in_its_folder_and_on_no_port(tmp_path):
+    """JupyterLab's proxy reaches the dashboard through it: a TCP port, even on
+    loopback, would relay the dashboard to every user of the node."""
+    import stat
+    from pathlib import Path
+
+    context = Security.temporary().get_connection_args("client")["ssl_context"]
+    before = tcp_listeners()
+    with near_end(tmp_path, "127.0.0.1:1", context) as here:
+        assert Path(here.socket).parent == tmp_path and here.port is None
+        assert stat.S_ISSOCK(os.stat(here.socket).st_mode)
+        assert tcp_listeners() == before
+
+
+def test_the_far_end_gives_nothing_without_the_jobs_certificate(tmp_path):
     job, other_job = Security.temporary(), Security.temporary()
 
     def ask(address: str, context: ssl.SSLContext | None) -> bytes:
@@ -108,7 +130,7 @@ def test_the_far_end_gives_nothing_without_the_jobs_certificate():
     own = job.get_connection_args("client")["ssl_context"]
 
     async def main() -> list[bytes]:
-        async with relayed(job) as address:
+        async with relayed(job, tmp_path) as address:
             loop = asyncio.get_running_loop()
             return [await loop.run_in_executor(None, ask, address, context)
                     for context in (None, no_certificate, another_jobs, own)]
@@ -124,7 +146,7 @@ def test_a_dashboard_gone_closes_the_connection_at_once():
 
     async def main() -> bytes:
         far, address = await serve_far_end(
-            "127.0.0.1", "127.0.0.1", port, security.get_listen_args("scheduler")["ssl_context"]
+            "127.0.0.1", Endpoint(port=port), security.get_listen_args("scheduler")["ssl_context"]
         )
         async with far:
             host, far_port = parse_host_port(address)

@@ -421,5 +421,6 @@ def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
         assert report(run, "REPORT")["answer"] == 42
     scheduler = [re.search(r"Scheduler address: tls://127.0.0.1:(\d+)", r.stdout)[1]
                  for r in runs.values()]
-    dashboard = [re.search(r"http://localhost:(\d+)/status", r.stdout)[1] for r in runs.values()]
+    dashboard = [re.search(r"-L 127\.0\.0\.1:8787:(\S+\.sock) ", r.stdout)[1]
+                 for r in runs.values()]
     assert len(set(scheduler)) == 2 and len(set(dashboard)) == 2, runs

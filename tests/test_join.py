@@ -19,8 +19,8 @@ from start_daskmpi.joining import (
     JoinTarget,
     client_variables,
     join_credentials,
-    note_credentials,
     read_target,
+    scheduler_file_text,
 )
 from start_daskmpi.options import parse_args
 
@@ -127,14 +127,19 @@ try:
     print("GOT THE CREDENTIALS")
 except LaunchError as e:
     print("REFUSED", e)
+try:
+    Path(sys.argv[1]).read_text()  # the job writes it 0600: not even the address
+    print("READ THE SCHEDULER FILE")
+except OSError as e:
+    print("UNREADABLE", e)
 """
 
 
 @AS_ANOTHER_USER
 def test_another_user_cannot_join(tmp_path, loopback, shared):
     """The scheduler file in a folder every user can read, the credentials'
-    folder in /tmp, as on a login node: another user reads the address and
-    where the credentials are, and cannot read them."""
+    folder in /tmp, as on a login node: another user's job refuses the file,
+    which is not theirs, and cannot even read it."""
     script, done = tmp_path / "waits.py", tmp_path / "done"
     script.write_text(WAITS)
     scheduler_file = shared / "scheduler.json"
@@ -145,22 +150,72 @@ def test_another_user_cannot_join(tmp_path, loopback, shared):
         done.touch()
         first = session.finish(timeout=60)
     assert first.rc == 0 and first.leftovers == [], first
-    assert other.stdout.startswith("REFUSED --join: cannot read the credentials"), other
-    assert "Permission denied" in other.stdout, other
+    refused, unreadable = other.stdout.splitlines()
+    assert refused == (f"REFUSED --join {scheduler_file} belongs to root: the job trusts only a "
+                       "file of yours that no one else can change"), other
+    assert unreadable.startswith("UNREADABLE") and "Permission denied" in unreadable, other
 
 
 # --- without MPI -----------------------------------------------------------------
 
 def test_the_note_in_the_scheduler_file_names_the_credentials(tmp_path):
+    from start_daskmpi.ownership import write_own_file
+
     file = tmp_path / "scheduler.json"
-    file.write_text(json.dumps({"address": "tls://10.0.0.1:8786", "workers": {}}))
-    file.chmod(0o600)
-    note_credentials(file, tmp_path / "private" / "client.env")
-    assert read_target(file) == JoinTarget("tls://10.0.0.1:8786",
-                                           tmp_path / "private" / "client.env")
-    assert file.stat().st_mode & 0o777 == 0o600  # kept as distributed made it
-    assert json.loads(file.read_text())["workers"] == {}  # the rest kept
+    identity = {"type": "Scheduler", "address": "tls://10.0.0.1:8786", "services": {}}
+    write_own_file(file, scheduler_file_text(identity, tmp_path / "p" / "client.env"), "--x")
+    assert read_target(file) == JoinTarget("tls://10.0.0.1:8786", tmp_path / "p" / "client.env")
+    assert file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(file.read_text())["services"] == {}  # what distributed writes, kept
     assert [p.name for p in tmp_path.iterdir()] == ["scheduler.json"]  # nothing left over
+
+
+@pytest.mark.parametrize("how, said", [
+    ("mode", "can be changed by every user (mode 666)"),
+    ("group", "can be changed by group gid {gid} (mode 660)"),
+    ("folder", "is in {folder}, which can be changed by every user (mode 777)"),
+    ("link", "is a link"),
+])
+def test_a_scheduler_file_others_can_change_is_refused_before_anything_connects(
+    tmp_path, how, said
+):
+    """Whoever can write it can name their own scheduler, and a client.env with
+    their own authority: this job's workers would run their code as you."""
+    import grp
+
+    gid = next(g for g in range(40000, 60000) if g not in {e.gr_gid for e in grp.getgrall()})
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    file = folder / "scheduler.json"
+    file.write_text(json.dumps({"address": "tls://10.0.0.1:8786"}))
+    file.chmod(0o600)
+    if how == "mode":
+        file.chmod(0o666)
+    elif how == "group":
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another group needs root")
+        os.chown(file, -1, gid)
+        file.chmod(0o660)
+    elif how == "folder":
+        folder.chmod(0o777)
+    else:
+        file.rename(folder / "real.json")
+        file.symlink_to(folder / "real.json")
+    with pytest.raises(LaunchError) as refused:
+        read_target(file)
+    assert str(refused.value) == (
+        f"--join {file} {said.format(folder=folder, gid=gid)}: the job trusts only a file of "
+        "yours that no one else can change"
+    )
+
+
+def test_a_client_env_others_can_change_is_refused(tmp_path):
+    env = tmp_path / "client.env"
+    env.write_text("export DASK_DISTRIBUTED__COMM__TLS__CA_FILE=/x\n")
+    env.chmod(0o622)
+    with pytest.raises(LaunchError, match=re.escape(
+            f"--join: the credentials file {env} can be changed by every user (mode 622)")):
+        join_credentials(JoinTarget("tls://10.0.0.1:8786", env))
 
 
 @pytest.mark.parametrize("text, said", [

@@ -78,11 +78,19 @@ def test_jupyterlab_wants_the_token(lab):
 
 
 def test_banner_has_both_tunnels_and_the_proxied_dashboard(lab):
+    """JupyterLab's port, and the dashboard's private socket, each named as
+    it is served (127.0.0.1, the socket's path): never localhost."""
     found, session, _ = lab
     jupyter, dashboard = found.port, found.dashboard_port
-    ports = f"-L {jupyter}:localhost:{jupyter} -L {dashboard}:localhost:{dashboard}"
-    assert f"ssh -o ExitOnForwardFailure=yes {ports} " in session.output
-    assert f"http://localhost:{found.port}/proxy/{found.dashboard_port}/status" in session.output
+    forwards = re.search(r"ssh -o ExitOnForwardFailure=yes (-L .*) \S+$", session.output, re.M)[1]
+    lab_forward, dashboard_forward = forwards.split(" -L ")
+    assert lab_forward == f"-L 127.0.0.1:{jupyter}:127.0.0.1:{jupyter}"
+    near, target = dashboard_forward.removeprefix("127.0.0.1:").split(":", 1)
+    assert int(near) == dashboard and target.endswith("/dashboard.sock")
+    assert stat.S_ISSOCK(os.stat(target).st_mode)
+    assert stat.S_IMODE(os.stat(os.path.dirname(target)).st_mode) == 0o700
+    assert f"http://127.0.0.1:{found.port}/proxy/{dashboard}/status" in session.output
+    assert "localhost" not in session.output
 
 
 def test_jupyterlab_log_is_private(lab):

@@ -202,13 +202,15 @@ def test_jupyterlab_and_its_tunnels_follow_the_driver(tmp_path, ranks, mpi):
         scheduler_node, driver_node = cluster.nodes[0], cluster.nodes[ranks == 5]
         text = session.output
         checks = ["--refused", f"{scheduler_node.address}:{lab.dashboard_port}"]
+        to_lab = f"-L 127.0.0.1:{lab.port}:127.0.0.1:{lab.port}"
+        to_dashboard = rf"-L 127\.0\.0\.1:{lab.dashboard_port}:/\S+/dashboard\.sock"
         if driver_node == scheduler_node:
-            assert f"{SSH} -L {lab.port}:localhost:{lab.port} -L {lab.dashboard_port}:" \
-                f"localhost:{lab.dashboard_port} root@{scheduler_node.name}\n" in text
+            assert re.search(rf"^    {re.escape(f'{SSH} {to_lab}')} {to_dashboard} "
+                             rf"root@{scheduler_node.name}$", text, re.M), text
         else:
-            assert f"{SSH} -L {lab.port}:localhost:{lab.port} root@{driver_node.name}\n" in text
-            assert f"{SSH} -L {lab.dashboard_port}:localhost:{lab.dashboard_port} " \
-                f"root@{scheduler_node.name}\n" in text
+            assert f"{SSH} {to_lab} root@{driver_node.name}\n" in text
+            assert re.search(rf"^    {re.escape(SSH)} {to_dashboard} root@{scheduler_node.name}$",
+                             text, re.M), text
             log = (lab.log_dir / "rank0-scheduler.log").read_text()
             relay = re.search(r"dashboard relay for JupyterLab listening at (\S+),", log)[1]
             assert relay.startswith(f"{scheduler_node.address}:"), relay

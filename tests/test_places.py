@@ -20,6 +20,7 @@ from start_daskmpi import servers
 from start_daskmpi.banners import (
     ROUTE_HINT,
     DashboardPlace,
+    Forward,
     connection_banner,
     jupyter_banner,
     nested_ssh_command,
@@ -32,6 +33,7 @@ from start_daskmpi.mpi import launcher_world, mpi_world
 from start_daskmpi.network import check_interface
 from start_daskmpi.options import parse_args
 from start_daskmpi.places import (
+    Endpoint,
     choose_port,
     dashboard_address,
     default_local_directory,
@@ -40,7 +42,7 @@ from start_daskmpi.places import (
     parse_host_port,
     port_is_free,
 )
-from start_daskmpi.servers import scheduler_info, start_scheduler
+from start_daskmpi.servers import start_scheduler
 from start_daskmpi.sites import route_is_a_guess, site_of, ssh_route
 
 
@@ -78,26 +80,28 @@ def test_port_is_free_sees_a_real_listener():
     assert port_is_free("127.0.0.1", port)
 
 
-def test_dashboard_address_keeps_its_host_and_moves_its_port():
+def test_a_dashboard_address_asked_for_keeps_its_host_and_port_or_is_refused():
     taken = {8787}
     free = lambda host, port: port not in taken  # noqa: E731
-    assert dashboard_address(None, free) == "127.0.0.1:8788"
     assert dashboard_address(":9999", free) == ":9999"
+    assert dashboard_address("127.0.0.1:0", free) == "127.0.0.1:0"
     with pytest.raises(LaunchError, match="--dashboard-address"):
         dashboard_address("0.0.0.0:8787", free)
 
 
 E = "ssh -o ExitOnForwardFailure=yes"  # every tunnel's start
-L = "-L 8787:localhost:8787"
+L = "-L 127.0.0.1:8787:127.0.0.1:8787"
+DASHBOARD = [Forward.to_port(8787)]
+SOCKET = "/tmp/start_daskmpi-x1/dashboard.sock"
 
 
 def test_thetagpu_route_is_the_seed_chain_as_jump_hosts():
     route = ssh_route(None, "thetagpu11", "thetagpu11.alcf.anl.gov", "ada")
-    assert ssh_command(route, [8787]) == (
+    assert ssh_command(route, DASHBOARD) == (
         f"{E} -J ada@theta.alcf.anl.gov,thetagpusn1 {L} thetagpu11"
     )
     # The seed's nested form, kept for an ssh without -J:
-    assert nested_ssh_command(route, [8787]) == (
+    assert nested_ssh_command(route, DASHBOARD) == (
         f"ssh -t -o ExitOnForwardFailure=yes {L} ada@theta.alcf.anl.gov "
         f"ssh -t -o ExitOnForwardFailure=yes {L} thetagpusn1 "
         f"ssh -t -o ExitOnForwardFailure=yes {L} thetagpu11"
@@ -124,7 +128,7 @@ def test_thetagpu_route_is_the_seed_chain_as_jump_hosts():
 def test_each_site_profile_gives_its_tunnel(host, fqdn, site, tunnel):
     found = site_of(host, fqdn)
     assert (found.name if found else None) == site
-    assert ssh_command(ssh_route(None, host, fqdn, "ada"), [8787]) == tunnel
+    assert ssh_command(ssh_route(None, host, fqdn, "ada"), DASHBOARD) == tunnel
 
 
 @pytest.mark.parametrize(
@@ -156,8 +160,8 @@ def test_a_route_with_no_site_and_no_hops_is_a_guess_the_banner_says_so():
 
 def test_generic_route_goes_straight_to_the_node():
     route = ssh_route(None, "node7", "node7.cluster.example.org", "ada")
-    assert ssh_command(route, [8787, 7787]) == (
-        f"{E} {L} -L 7787:localhost:7787 ada@node7.cluster.example.org"
+    assert ssh_command(route, [*DASHBOARD, Forward.to_port(7787)]) == (
+        f"{E} {L} -L 127.0.0.1:7787:127.0.0.1:7787 ada@node7.cluster.example.org"
     )
 
 
@@ -169,50 +173,69 @@ def test_a_fully_qualified_name_of_localhost_gives_way_to_the_hostname():
 def test_given_hops_end_at_the_node():
     route = ssh_route("me@login.site.org, gateway", "x1001c0s0b0n0", "x", "ada")
     assert route == ["me@login.site.org", "gateway", "x1001c0s0b0n0"]
-    assert ssh_command(route, [8790]) == (
-        f"{E} -J me@login.site.org,gateway -L 8790:localhost:8790 x1001c0s0b0n0"
+    assert ssh_command(route, [Forward.to_port(8790)]) == (
+        f"{E} -J me@login.site.org,gateway -L 127.0.0.1:8790:127.0.0.1:8790 x1001c0s0b0n0"
     )
 
 
-def test_banner_shows_the_port_actually_used_and_the_nested_form_with_its_risk():
-    text = connection_banner(8790, ["u@login", "thetagpu11"])
+def test_the_dashboards_socket_is_forwarded_to_its_path_on_the_node():
+    route = ["u@login", "thetagpu11"]
+    text = connection_banner(Endpoint(socket=SOCKET), route)
     first, fallback = text.splitlines()[1:3]
-    assert first == f"    {E} -J u@login -L 8790:localhost:8790 thetagpu11"
+    assert first == f"    {E} -J u@login -L 127.0.0.1:8787:{SOCKET} thetagpu11"
+    # Nested, each login node forwards its loopback port; the last ssh, the socket.
+    assert fallback == (
+        "    (with an ssh older than OpenSSH 7.3, which lacks -J: "
+        "ssh -t -o ExitOnForwardFailure=yes -L 127.0.0.1:8787:127.0.0.1:8787 u@login "
+        f"ssh -t -o ExitOnForwardFailure=yes -L 127.0.0.1:8787:{SOCKET} thetagpu11; but that "
+        "listens on each login node's 127.0.0.1, where the other users of that node reach it "
+        "too)"
+    )
+    assert "http://127.0.0.1:8787/status" in text and "localhost" not in text
+
+
+def test_banner_shows_the_port_actually_used_and_the_nested_form_with_its_risk():
+    text = connection_banner(Endpoint(port=8790), ["u@login", "thetagpu11"])
+    first, fallback = text.splitlines()[1:3]
+    assert first == f"    {E} -J u@login -L 127.0.0.1:8790:127.0.0.1:8790 thetagpu11"
     assert fallback.startswith("    (with an ssh older than OpenSSH 7.3, which lacks -J: ssh -t ")
     assert fallback.endswith("but that listens on each login node's 127.0.0.1, where the "
                              "other users of that node reach it too)")
-    assert "http://localhost:8790/status" in text
+    assert "http://127.0.0.1:8790/status" in text
     assert "dashboard is off" in connection_banner(None, ["n"])
-    assert "older than" not in connection_banner(8790, ["u@node7"])  # no hop, no fallback
+    assert "older than" not in connection_banner(Endpoint(port=8790), ["u@node7"])
 
 
 LOG = Path("/logs/jupyterlab.log")
+LAB = "-L 127.0.0.1:7787:127.0.0.1:7787"
 
 
 def test_jupyterlab_beside_the_scheduler_gets_one_tunnel_for_both():
     route = ["u@login", "thetagpu11"]
-    text = jupyter_banner(route, 7787, "TOKEN", LOG, DashboardPlace(route, 8787, 8787))
-    both = "-L 7787:localhost:7787 -L 8787:localhost:8787"
+    text = jupyter_banner(route, 7787, "TOKEN", LOG,
+                          DashboardPlace(route, Endpoint(socket=SOCKET), 8787))
+    both = f"{LAB} -L 127.0.0.1:8787:{SOCKET}"
     assert f"    {E} -J u@login {both} thetagpu11\n" in text
-    assert "http://localhost:7787/lab?token=TOKEN" in text
-    assert "http://localhost:8787/status      " \
-        "(also inside JupyterLab: http://localhost:7787/proxy/8787/status)" in text
+    assert "http://127.0.0.1:7787/lab?token=TOKEN" in text
+    assert "http://127.0.0.1:8787/status      " \
+        "(also inside JupyterLab: http://127.0.0.1:7787/proxy/8787/status)" in text
+    assert "localhost" not in text
 
 
 def test_jupyterlab_on_another_node_gets_a_tunnel_of_its_own():
     text = jupyter_banner(["u@login", "thetagpu12"], 7787, "TOKEN", LOG,
-                          DashboardPlace(["u@login", "thetagpu11"], 8787, 8788))
+                          DashboardPlace(["u@login", "thetagpu11"], Endpoint(port=8787), 8788))
     lab, dashboard = text.split("To connect to the Dask dashboard")
-    assert f"    {E} -J u@login -L 7787:localhost:7787 thetagpu12\n" in lab
+    assert f"    {E} -J u@login {LAB} thetagpu12\n" in lab
     assert "8787" not in lab.split("To open JupyterLab")[0]
     assert f"    {E} -J u@login {L} thetagpu11\n" in dashboard
     # Inside JupyterLab, the dashboard is at its port on JupyterLab's node.
-    assert "(also inside JupyterLab: http://localhost:7787/proxy/8788/status)" in text
+    assert "(also inside JupyterLab: http://127.0.0.1:7787/proxy/8788/status)" in text
 
 
 def test_jupyterlab_without_a_dashboard_tunnels_only_itself():
     text = jupyter_banner(["n1"], 7787, "TOKEN", LOG, None)
-    assert f"    {E} -L 7787:localhost:7787 n1\n" in text and "/status" not in text
+    assert f"    {E} {LAB} n1\n" in text and "/status" not in text
 
 
 NOW = datetime.datetime(2026, 11, 24, 21, 5, 9)
@@ -380,7 +403,7 @@ def test_loggers_made_by_another_thread_meanwhile_do_not_break_the_log_setup(mon
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("explicit", [False, True])
-def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
+def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit, tmp_path):
     """Another launcher on the node took the port we chose: a default one gives
     way to the next free port; an explicit one is an error."""
     with socket.socket() as taken:
@@ -400,7 +423,7 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
         args = parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
 
         async def start() -> int:
-            scheduler = await start_scheduler(args, Security(), workers=0)
+            scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
             async with scheduler:
                 return scheduler.port
 
@@ -412,36 +435,62 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("explicit", [False, True])
-def test_a_dashboard_port_taken_between_choice_and_bind(monkeypatch, explicit):
-    """The dashboard's port was taken after we chose it: distributed serves on
-    another, silently where we chose the port (the banner prints the one served),
-    and the job stops where the user asked for that port."""
+def test_a_dashboard_port_asked_for_and_taken_between_choice_and_bind(monkeypatch, tmp_path):
+    """The dashboard's port was taken after we chose it: distributed would
+    serve on another, silently; the job stops, as the user asked for that port."""
     pytest.importorskip("bokeh")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         monkeypatch.setattr(servers, "port_is_free", lambda host, p: True)  # the race
-        address = f"127.0.0.1:{port}"
-        if not explicit:
-            monkeypatch.setattr(servers, "dashboard_address", lambda *_: address)
-        argv = ["--interface", "lo", "--no-tls"]
-        args = parse_args([*argv, *(["--dashboard-address", address] if explicit else [])])
+        args = parse_args(["--interface", "lo", "--no-tls",
+                           "--dashboard-address", f"127.0.0.1:{port}"])
 
-        async def start() -> int:
-            scheduler = await start_scheduler(args, Security(), workers=0)
-            async with scheduler:
-                return scheduler_info(scheduler, dashboard=True).dashboard_port
+        async def start() -> None:
+            scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
+            await scheduler.close()
 
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            if explicit:
-                with pytest.raises(LaunchError, match=f"port {port} of --dashboard-address is"):
-                    asyncio.run(start())
-            else:
-                assert asyncio.run(start()) not in (port, 0, None)
+            with pytest.raises(LaunchError, match=f"port {port} of --dashboard-address is"):
+                asyncio.run(start())
         assert not [w for w in warned if "already in use" in str(w.message)]
+
+
+@pytest.mark.timeout(60)
+def test_the_dashboard_is_served_on_a_private_socket_and_no_port(tmp_path):
+    """Without --dashboard-address, every HTTP route of the scheduler (the
+    dashboard, its JSON, metrics) answers on a socket in the process's private
+    folder, user-only, and on no TCP port: on loopback, every user of the node
+    could read the workers, task keys, errors and logs there."""
+    import psutil
+    from tornado.httpclient import AsyncHTTPClient
+    from tornado.netutil import Resolver
+
+    pytest.importorskip("bokeh")
+    args = parse_args(["--interface", "lo", "--no-tls"])
+
+    class ToTheSocket(Resolver):
+        async def resolve(self, host, port, family=0):
+            return [(socket.AF_UNIX, str(tmp_path / "dashboard.sock"))]
+
+    async def served() -> tuple[Endpoint, set, int, bytes]:
+        scheduler, dashboard = await start_scheduler(args, Security(), 0, tmp_path)
+        async with scheduler:
+            ports = {c.laddr.port for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()}
+            client = AsyncHTTPClient(force_instance=True, resolver=ToTheSocket())
+            answer = await client.fetch("http://localhost/individual-plots.json")
+            client.close()
+            return dashboard, ports, scheduler.port, answer.body
+
+    dashboard, ports, scheduler_port, body = asyncio.run(served())
+    assert dashboard == Endpoint(socket=str(tmp_path / "dashboard.sock"))
+    assert ports == {scheduler_port}  # the scheduler's own, and no HTTP server's
+    assert b"Task Stream" in body
+    # Its scratch is there too, first on its sys.path: nothing another user can reach.
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["dask-scratch-space"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -588,50 +637,53 @@ NESTED = ("    (with an ssh older than OpenSSH 7.3, which lacks -J: {inner}; but
           "each login node's 127.0.0.1, where the other users of that node reach it too)")
 
 
-def nested(ports: str, *route: str) -> str:
+def nested(*hops: tuple[str, str]) -> str:
+    """The nested form: (forwards, host) for each hop."""
     return NESTED.format(inner=" ".join(
-        f"ssh -t -o ExitOnForwardFailure=yes {ports} {hop}" for hop in route))
+        f"ssh -t -o ExitOnForwardFailure=yes {forwards} {host}" for forwards, host in hops))
 
 
 def test_the_banners_whole():
-    dash, lab = "-L 8787:localhost:8787", "-L 7787:localhost:7787"
-    assert connection_banner(8787, ["u@login", "thetagpu11"]).splitlines() == [
+    dash, lab = f"-L 127.0.0.1:8787:{SOCKET}", LAB
+    hop = "-L 127.0.0.1:8787:127.0.0.1:8787"
+    assert connection_banner(Endpoint(socket=SOCKET), ["u@login", "thetagpu11"]).splitlines() \
+            == [
         f"To connect to the Dask dashboard, {CONNECT}",
         f"    {E} -J u@login {dash} thetagpu11",
-        nested(dash, "u@login", "thetagpu11"),
+        nested((hop, "u@login"), (dash, "thetagpu11")),
         "To open the Dask dashboard, go to:",
-        "    http://localhost:8787/status",
+        "    http://127.0.0.1:8787/status",
     ]
     assert connection_banner(None, ["n"]) == \
         "The Dask dashboard is off (--no-dashboard, or bokeh is not installed)."
     opening_lab = [
         "", f"To open JupyterLab, go to (see log file {LOG}):",
-        "    http://localhost:7787/lab?token=TOKEN",
+        "    http://127.0.0.1:7787/lab?token=TOKEN",
     ]
     assert jupyter_banner(["u@login", "thetagpu12"], 7787, "TOKEN", LOG, DashboardPlace(
-            ["u@login", "thetagpu11"], 8787, 8788)).splitlines() == [
+            ["u@login", "thetagpu11"], Endpoint(socket=SOCKET), 8787)).splitlines() == [
         f"To connect to JupyterLab, {CONNECT}",
         f"    {E} -J u@login {lab} thetagpu12",
-        nested(lab, "u@login", "thetagpu12"),
+        nested((lab, "u@login"), (lab, "thetagpu12")),
         "",
         f"To connect to the Dask dashboard, {CONNECT}",
         f"    {E} -J u@login {dash} thetagpu11",
-        nested(dash, "u@login", "thetagpu11"),
+        nested((hop, "u@login"), (dash, "thetagpu11")),
         *opening_lab,
         "",
         "To open the Dask dashboard, go to:",
-        "    http://localhost:8787/status      "
-        "(also inside JupyterLab: http://localhost:7787/proxy/8788/status)",
+        "    http://127.0.0.1:8787/status      "
+        "(also inside JupyterLab: http://127.0.0.1:7787/proxy/8787/status)",
     ]
     assert jupyter_banner(["n1"], 7787, "TOKEN", LOG, DashboardPlace(
-            ["n1"], 8787, 8787)).splitlines() == [
+            ["n1"], Endpoint(socket=SOCKET), 8787)).splitlines() == [
         f"To connect to JupyterLab and the Dask dashboard, {CONNECT}",
         f"    {E} {lab} {dash} n1",
         *opening_lab,
         "",
         "To open the Dask dashboard, go to:",
-        "    http://localhost:8787/status      "
-        "(also inside JupyterLab: http://localhost:7787/proxy/8787/status)",
+        "    http://127.0.0.1:8787/status      "
+        "(also inside JupyterLab: http://127.0.0.1:7787/proxy/8787/status)",
     ]
     assert jupyter_banner(["n1"], 7787, "TOKEN", LOG, None).splitlines() == [
         f"To connect to JupyterLab, {CONNECT}", f"    {E} {lab} n1", *opening_lab,
@@ -757,3 +809,40 @@ def test_a_folder_of_someone_else_is_refused(tmp_path):
         private_dir(theirs, "--log-dir")
     assert str(raised.value) == \
         f"--log-dir {theirs} belongs to another user: give a folder of your own"
+
+
+def test_failed_handshakes_are_one_line_then_a_count_an_interval(monkeypatch):
+    import logging
+
+    from start_daskmpi import logs
+
+    now = [100.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    shown = []
+
+    class Terminal(logging.Handler):
+        def emit(self, record):
+            shown.append(record.getMessage())
+
+    terminal = Terminal()
+    counted = logs.CountedOnTerminal(terminal, "/logs/rank0.log", interval=60)
+    terminal.addFilter(counted)
+    failure = logging.makeLogRecord({"name": "distributed.comm.tcp", "levelno": 30,
+                                     "msg": "Listener on %r: TLS handshake failed with %r",
+                                     "args": ("tls://a", "tls://b")})
+    other = logging.makeLogRecord({"name": "distributed.core", "levelno": 30, "msg": "else"})
+    for seconds in (0, 1, 2, 30, 61, 62):
+        now[0] = 100.0 + seconds
+        terminal.handle(failure)
+    terminal.handle(other)
+    counted.say_the_rest()
+    counted.say_the_rest()  # nothing left to say
+    assert shown == [
+        "a connection without the job's certificate was refused (TLS handshake failed); any "
+        "more are counted here, at most once every 60 s; each is in /logs/rank0.log",
+        "4 more connection(s) without the job's certificate were refused (TLS handshake "
+        "failed); each is in /logs/rank0.log",
+        "else",
+        "1 more connection(s) without the job's certificate were refused (TLS handshake "
+        "failed); each is in /logs/rank0.log",
+    ]

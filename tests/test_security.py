@@ -7,8 +7,10 @@ file the other user makes is in a shared folder this module makes and removes.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -16,9 +18,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from other_user import AS_ANOTHER_USER, as_other_user
+from other_user import AS_ANOTHER_USER, as_other_user, first_line, other_user_running
 
-from launch import LAUNCHER, NEEDS_MPIRUN, SCRIPTS, Session, launch, our_lines, run_processes
+from launch import (
+    LAUNCHER,
+    NEEDS_MPIRUN,
+    PACKAGE_PATH,
+    SCRIPTS,
+    Session,
+    launch,
+    our_lines,
+    run_processes,
+)
 
 
 def own_options(tmp_path: Path) -> list[str]:
@@ -36,7 +47,8 @@ client = get_client()
 info = client.scheduler_info(n_workers=-1)
 ports = {client.scheduler.address, *info["workers"]}
 ports |= {w["nanny"] for w in info["workers"].values() if w.get("nanny")}
-ports = {int(a.rsplit(":", 1)[1]) for a in ports} | set(info["services"].values())
+# The scheduler's HTTP server is on a socket: its service has no port.
+ports = {int(a.rsplit(":", 1)[1]) for a in ports} | set(info["services"].values()) - {None}
 ports |= {p for w in info["workers"].values() for p in w["services"].values()}
 print("PORTS", *sorted(ports), flush=True)
 """
@@ -243,32 +255,21 @@ def test_workers_spill_into_a_folder_of_their_own_not_one_another_user_made(tmp_
 
 # --- open proxies ----------------------------------------------------------
 
-PROXY_ATTEMPT = """
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen(sys.argv[1], timeout=10)
-    print("PROXIED")
-except urllib.error.HTTPError as e:
-    print("REFUSED", e.code)
-"""
-
-
-@AS_ANOTHER_USER
 @NEEDS_MPIRUN
 @pytest.mark.timeout(120)
 def test_the_dashboard_relays_to_no_other_host_or_port(tmp_path):
     """distributed's dashboard has a /proxy/ route (where jupyter-server-proxy is
-    installed) that relays to any host and port, as the job: off."""
+    installed) that relays to any host and port, as the job: off, for the user
+    too."""
     pytest.importorskip("jupyter_server_proxy")  # without it, there is no such route
     script = tmp_path / "sleeps.py"
     script.write_text(SLEEPS)
     with Session([*own_options(tmp_path), str(script)], np=3, cwd=tmp_path) as session:
         session.wait_for("READY")
-        dashboard = int(session.wait_for(r"http://localhost:(\d+)/status")[1])
+        dashboard = session.wait_for(r"-L 127\.0\.0\.1:8787:(\S+\.sock) ")[1]
         scheduler = int(session.wait_for(r"Scheduler address: \S+:(\d+)")[1])
-        url = f"http://127.0.0.1:{dashboard}/proxy/{scheduler}/127.0.0.1/"
-        tried = as_other_user(PROXY_ATTEMPT, url)
-    assert tried.stdout.split() == ["REFUSED", "404"], tried
+        answer = through_socket(dashboard, f"/proxy/{scheduler}/127.0.0.1/")
+    assert answer.split(b"\r\n")[0] == b"HTTP/1.1 404 Not Found", answer[:200]
 
 
 def test_certificates_last_until_the_jobs_end_where_the_batch_system_says_it():
@@ -382,3 +383,454 @@ def test_a_second_client_of_the_users_own_gets_in_with_the_printed_line(tmp_path
     assert own.stdout.split() == ["WORKERS", "1"], own.stderr
     assert "READ" not in other.stdout and "CONNECTED" not in other.stdout, other
     assert other.stdout.count("REFUSED") == 2, other
+
+
+# --- the scheduler's scratch, first on its sys.path -----------------------------
+
+SWAP_SCHEDULER_SCRATCH = """
+import os, sys, time
+shared = sys.argv[1]
+base = os.path.join(shared, "dask-scratch-space")
+os.makedirs(base, exist_ok=True)
+os.chmod(base, 0o777)
+evil = "import os\\nopen(os.path.join(%r, 'pwned'), 'w').write(str(os.geteuid()))\\n" % shared
+print("WATCHING", flush=True)
+deadline = time.time() + 110
+while time.time() < deadline:
+    for name in os.listdir(base):
+        if name.startswith("scheduler-") and not name.endswith(".dirlock") and \\
+                not os.path.exists(os.path.join(base, name, "evilmod.py")):
+            try:
+                os.rename(os.path.join(base, name), os.path.join(base, ".was-" + name))
+                os.mkdir(os.path.join(base, name))
+                with open(os.path.join(base, name, "evilmod.py"), "w") as f:
+                    f.write(evil)
+                print("SWAPPED", name, flush=True)
+            except OSError as e:
+                print("COULD NOT SWAP", name, e, flush=True)
+    time.sleep(0.005)
+"""
+
+IMPORTS_ON_THE_SCHEDULER = """
+import importlib, json, sys
+from distributed import get_client
+from start_daskmpi.ownership import interpreter_writers, path_entry_problem, the_user
+client = get_client()
+try:  # as a graph that names a module does: the scheduler imports it
+    client.run_on_scheduler(lambda: importlib.import_module("evilmod") and None)
+    print("IMPORTED evilmod")
+except ModuleNotFoundError:
+    print("NO evilmod")
+paths = {"scheduler": client.run_on_scheduler(lambda: list(sys.path)),
+         **client.run(lambda: list(sys.path))}
+trusted = the_user() | interpreter_writers()  # looked at while every one of them runs
+problems = {f"{who} {entry}": path_entry_problem(entry, trusted)
+            for who, entries in paths.items() for entry in entries}
+print("PATHS", json.dumps(paths))
+print("PROBLEMS", json.dumps({k: v for k, v in problems.items() if v}))
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("ranks", [3, None], ids=["mpirun", "local"])
+def test_no_code_of_another_user_runs_through_the_schedulers_scratch(tmp_path, shared, ranks):
+    """The attack: another user makes the node's shared dask-scratch-space
+    (0777) and swaps their own folder for the scheduler's the moment it
+    appears; distributed puts that folder first on the scheduler's sys.path,
+    and the first graph that names one of their modules runs it as you.
+    Every Dask process has its scratch in a private folder of the job's, and
+    nothing on any process's sys.path is a folder another user can change."""
+    script = tmp_path / "imports.py"
+    script.write_text(IMPORTS_ON_THE_SCHEDULER)
+    with other_user_running(SWAP_SCHEDULER_SCRATCH, str(shared)) as attacker:
+        assert first_line(attacker) == "WATCHING"
+        run = launch([*own_options(tmp_path), str(script)], np=ranks, cwd=tmp_path,
+                     env={"TMPDIR": str(shared)}, timeout=120)
+    tried = attacker.stdout.read()
+    assert run.rc == 0 and run.leftovers == [], run
+    assert "NO evilmod" in run.stdout and not (shared / "pwned").exists(), (run, tried)
+    assert "SWAPPED" not in tried, tried
+    paths = json.loads(re.search(r"^PATHS (.*)$", run.stdout, re.M)[1])
+    assert json.loads(re.search(r"^PROBLEMS (.*)$", run.stdout, re.M)[1]) == {}, paths
+    assert len(paths) == 2 if ranks else len(paths) >= 2  # the scheduler and its workers
+    # Where distributed put the scheduler's scratch on its path: in a private folder.
+    scratch = [entry for entry in paths["scheduler"] if "dask-scratch-space/scheduler-" in entry]
+    assert len(scratch) == 1 and "/start_daskmpi-" in scratch[0], paths
+
+
+def test_a_folder_others_can_change_on_sys_path_stops_the_job_in_one_line(tmp_path):
+    """A folder on PYTHONPATH that every user can write (or that is another
+    user's): what a task imports could be theirs.  Said before anything starts."""
+    open_to_all = tmp_path / "everyones"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    run = launch([*own_options(tmp_path), str(SCRIPTS / "report_cluster.py")], cwd=tmp_path,
+                 env={"PYTHONPATH": os.pathsep.join([str(open_to_all), PACKAGE_PATH])})
+    assert run.rc == 2 and run.leftovers == [], run
+    assert our_lines(run.stderr) == [
+        f"start_daskmpi: error: {open_to_all} on Python's import path (sys.path, on "
+        f"{socket.gethostname().split('.')[0]}) can be changed by every user (mode 777): "
+        "another user could put a module there that your job would import; remove it from "
+        "PYTHONPATH, or run from a folder of your own"
+    ], run
+
+
+@pytest.mark.parametrize("how, said", [
+    ("open", "can be changed by every user (mode 777)"),
+    ("sticky", "can be changed by every user (mode 1777)"),  # /tmp: anyone may add a module
+    ("missing", "does not exist, and {parent} can be changed by every user (mode 777)"),
+    ("below", "is in {parent}, which can be changed by every user (mode 777)"),
+    ("own", None),
+    ("below sticky", None),  # a folder of one's own in /tmp: no one else can replace it
+])
+def test_which_import_folders_another_user_could_change(tmp_path, how, said):
+    from start_daskmpi.ownership import path_entry_problem, the_user
+
+    parent = tmp_path / "p"
+    parent.mkdir()
+    entry = parent / "entry"
+    if how in ("open", "sticky"):
+        entry.mkdir()
+        entry.chmod(0o1777 if how == "sticky" else 0o777)
+    elif how == "missing":
+        parent.chmod(0o777)
+    elif how == "below":
+        entry.mkdir()
+        parent.chmod(0o777)
+    elif how == "own":
+        entry.mkdir(mode=0o755)
+    else:
+        entry.mkdir(mode=0o755)
+        parent.chmod(0o1777)
+    expected = said.format(parent=parent) if said else None
+    assert path_entry_problem(str(entry), the_user()) == expected
+
+
+def test_whoever_can_change_the_interpreter_is_trusted_with_its_folders():
+    """A site's software stack, owned by its staff: they can change the Python
+    itself, so trusting its site-packages adds no one."""
+    from start_daskmpi.ownership import (
+        Trusted,
+        interpreter_writers,
+        path_entry_problem,
+        user_name,
+        writers_problem,
+    )
+
+    prefix = os.stat(os.path.realpath(sys.base_prefix))
+    assert prefix.st_uid in interpreter_writers().uids
+    staff = Trusted(frozenset({4321}), frozenset())
+    found = os.stat_result((0o40755, 0, 0, 0, 4321, 0, 0, 0, 0, 0))
+    assert writers_problem(found, staff, entries_too=True) is None
+    root_only = Trusted(frozenset({0}), frozenset())
+    assert writers_problem(found, root_only, entries_too=True) == f"belongs to {user_name(4321)}"
+    assert path_entry_problem(sys.base_prefix, interpreter_writers()) is None
+
+
+# --- --join and the scheduler file ---------------------------------------------
+
+IMPOSTOR_SCHEDULER_FILE = """
+import json, os, socket, sys, time
+folder = sys.argv[1]
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+port = listener.getsockname()[1]
+os.makedirs(os.path.join(folder, "theirs"))
+variables = {}
+for variable, name in (("CA_FILE", "ca.pem"), ("CLIENT__CERT", "client-cert.pem"),
+                       ("CLIENT__KEY", "client-key.pem")):
+    path = os.path.join(folder, "theirs", name)
+    open(path, "w").write("-----BEGIN CERTIFICATE-----\\n-----END CERTIFICATE-----\\n")
+    variables["DASK_DISTRIBUTED__COMM__TLS__" + variable] = path
+env = os.path.join(folder, "theirs", "client.env")
+open(env, "w").write("".join(f"export {k}={v}\\n" for k, v in variables.items()))
+with open(os.path.join(folder, "scheduler.json"), "w") as f:
+    json.dump({"address": f"tls://127.0.0.1:{port}", "start_daskmpi": {"client_env": env}}, f)
+os.chmod(os.path.join(folder, "scheduler.json"), 0o644)
+print("READY", flush=True)
+listener.settimeout(0.2)
+deadline = time.time() + 100
+while time.time() < deadline:
+    try:
+        listener.accept()
+        print("SOMEONE CONNECTED", flush=True)
+    except socket.timeout:
+        pass
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(120)
+def test_join_refuses_a_scheduler_file_another_user_wrote(tmp_path, shared):
+    """The attack: another user writes a scheduler file naming their own
+    scheduler, and a client.env of their own authority's certificates, where
+    the victim will --join: the victim's workers would connect to them and run
+    their code.  Refused in one line that names the owner, before any rank
+    connects anywhere."""
+    file = shared / "scheduler.json"
+    with other_user_running(IMPOSTOR_SCHEDULER_FILE, str(shared)) as impostor:
+        assert first_line(impostor) == "READY"
+        run = launch([*own_options(tmp_path), "--interface", "lo", "--join", str(file)], np=2,
+                     cwd=tmp_path, timeout=60)
+    tried = impostor.stdout.read()
+    assert run.rc == 2 and run.leftovers == [], run
+    assert our_lines(run.stderr) == [
+        f"start_daskmpi: error: --join {file} belongs to nobody: the job trusts only a file "
+        "of yours that no one else can change"
+    ], run
+    assert "SOMEONE CONNECTED" not in tried, tried
+
+
+PLANT_LINKS = """
+import os, sys
+folder, victim, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for pid in range(first, first + 4000):
+    os.symlink(victim, os.path.join(folder, f".scheduler.json.{pid}"))
+os.symlink(victim, os.path.join(folder, "status"))
+open(os.path.join(folder, "taken.json"), "w").write("{}")
+print("PLANTED", flush=True)
+"""
+
+READS_ITS_SCHEDULER_FILE = """
+import json, os, stat, sys
+found = os.lstat(sys.argv[1])
+print("SCHEDULER FILE", oct(stat.S_IMODE(found.st_mode)), found.st_uid,
+      "address" in json.load(open(sys.argv[1])))
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(150)
+def test_files_the_job_writes_never_go_through_another_users_links(tmp_path, shared):
+    """The attack: links planted, in a folder every user can write, where the
+    job writes: at each name its scheduler file's temporary copy could take
+    (one per pid), at --status-file, and a file of theirs at another
+    --scheduler-file.  The victim's own file is never written through a
+    link; paths that are another user's are refused in one line."""
+    victim = tmp_path / "victims_file"
+    victim.write_text("mine\n")
+    victim.chmod(0o600)
+    planted = as_other_user(PLANT_LINKS, str(shared), str(victim), str(os.getpid()))
+    assert planted.stdout.strip() == "PLANTED", planted
+    script = tmp_path / "reads.py"
+    script.write_text(READS_ITS_SCHEDULER_FILE)
+    file = shared / "scheduler.json"
+    written = launch([*own_options(tmp_path), "--interface", "lo", "--scheduler-file", str(file),
+                      str(script), str(file)], np=3, cwd=tmp_path)
+    assert written.rc == 0 and written.leftovers == [], written
+    assert f"SCHEDULER FILE 0o600 {os.geteuid()} True" in written.stdout, written
+    assert not file.exists()  # removed at the end, as distributed did
+    refused = {}
+    for option, path in (("--scheduler-file", shared / "taken.json"),
+                         ("--status-file", shared / "status")):
+        refused[option] = launch([*own_options(tmp_path), "--interface", "lo", option, str(path),
+                                  str(SCRIPTS / "report_cluster.py")], np=3, cwd=tmp_path)
+        assert refused[option].rc == 2 and refused[option].leftovers == [], refused[option]
+        assert our_lines(refused[option].stderr) == [
+            f"start_daskmpi: error: {option} {path} belongs to nobody: give a path of your own"
+        ], refused[option]
+    assert victim.read_text() == "mine\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (shared / "taken.json").read_text() == "{}"
+
+
+# --- IPv6 loopback -------------------------------------------------------------
+
+HOLDS_IPV6_PORTS = """
+import socket, sys, threading
+held = []
+for port in map(int, sys.argv[1:]):
+    sock = socket.socket(socket.AF_INET6)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(("::1", port))
+    sock.listen()
+    held.append(sock)
+print("HOLDING", flush=True)
+def answer(sock):
+    while True:
+        conn, _ = sock.accept()
+        print("DIALLED", sock.getsockname()[1], flush=True)
+        conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nIMPOSTOR")
+        conn.close()
+for sock in held:
+    threading.Thread(target=answer, args=(sock,), daemon=True).start()
+threading.Event().wait(110)
+"""
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_impostor_on_ipv6_loopback_gets_neither_a_port_nor_a_connection(tmp_path):
+    """Another user holds [::1] at the ports the job would take by default:
+    the job takes ports free on both loopbacks, prints and dials 127.0.0.1
+    only, and JupyterLab's proxy reaches the real dashboard."""
+    pytest.importorskip("jupyterlab")
+    from launch import Lab
+
+    ports = [8786, 7787, 8787]
+    with other_user_running(HOLDS_IPV6_PORTS, *map(str, ports)) as impostor:
+        assert first_line(impostor) == "HOLDING"
+        with Session([*own_options(tmp_path), "--interface", "lo"], np=3, cwd=tmp_path) \
+                as session:
+            lab = Lab(session)
+            status, page = http_get(f"{lab.base}/proxy/{lab.proxied_port}/status", lab.token)
+            session.send("stop\n")
+            run = session.finish(timeout=60)
+    dialled = impostor.stdout.read()
+    assert run.rc == 0 and run.leftovers == [], run
+    assert lab.port != 7787 and int(lab.scheduler.rsplit(":", 1)[1]) != 8786, run
+    assert status == 200 and b"Dask" in page and b"IMPOSTOR" not in page
+    assert "localhost" not in run.output, run
+    assert "DIALLED" not in dialled, dialled
+
+
+def http_get(url: str, token: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+def test_a_port_is_free_only_where_both_loopbacks_have_it():
+    from start_daskmpi.places import port_is_free
+
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    with socket.socket(socket.AF_INET6) as held:
+        held.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        held.bind(("::1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert not port_is_free("127.0.0.1", port)
+    assert port_is_free("127.0.0.1", port)
+
+
+# --- the dashboard, the user's alone --------------------------------------------
+
+TRIES_EVERY_DOOR = """
+import json, socket, ssl, sys
+sock_path, ports = sys.argv[1], sys.argv[2:]
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(b"GET /status HTTP/1.0\\r\\n\\r\\n")
+    print("SOCKET ANSWERED", s.recv(100))
+except OSError as e:
+    print("SOCKET REFUSED", type(e).__name__)
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+for port in ports:
+    for path, wrap in (("/status", False), ("/metrics", False), ("/json/identity.json", False),
+                       ("/status", True)):
+            answer = b""
+            try:
+                raw = socket.create_connection(("127.0.0.1", int(port)), timeout=1)
+                conn = context.wrap_socket(raw) if wrap else raw
+                conn.sendall(f"GET {path} HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n".encode())
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            except (OSError, ssl.SSLError):
+                pass
+            if b"Dask" in answer or b"worker" in answer.lower() or b"dask_" in answer:
+                print("READ", port, path, answer[:80])
+print("DONE")
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(120)
+def test_another_user_reads_no_page_of_the_dashboard(tmp_path):
+    """The dashboard (workers, task keys, errors, call stacks, logs) on a
+    socket in the scheduler's private folder; every TCP port the job listens
+    on answers another user nothing of it, over HTTP or TLS, scheduler's and
+    workers' alike (a worker's metrics too)."""
+    script = tmp_path / "sleeps.py"
+    script.write_text(SLEEPS)
+    with Session([*own_options(tmp_path), "--interface", "lo", str(script)], np=3,
+                 cwd=tmp_path) as session:
+        session.wait_for("READY")
+        socket_path = session.wait_for(r"-L 127\.0\.0\.1:8787:(\S+\.sock) ")[1]
+        ports = {c.laddr.port for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN
+                 and c.pid in {p.pid for p in run_processes(session.token)}}
+        tried = as_other_user(TRIES_EVERY_DOOR, socket_path, *map(str, sorted(ports)))
+        own = through_socket(socket_path, "/status")
+    assert tried.stdout.startswith("SOCKET REFUSED PermissionError"), tried
+    assert "READ" not in tried.stdout and "DONE" in tried.stdout, tried
+    assert len(ports) >= 4, ports  # the scheduler, the worker, its nanny, their HTTP
+    assert b"Dask" in own  # while the user reads it through the same path
+
+
+def through_socket(path: str, page: str) -> bytes:
+    """What the HTTP server at the Unix socket ``path`` answers for ``page``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(f"GET {page} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+# --- a flood of failed handshakes ------------------------------------------------
+
+KNOCKS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(count):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"not a TLS handshake\\r\\n")
+        try:
+            sock.recv(100)
+        except OSError:
+            pass
+print("KNOCKED", count)
+"""
+
+
+@AS_ANOTHER_USER
+@NEEDS_MPIRUN
+@pytest.mark.timeout(120)
+def test_failed_handshakes_are_counted_on_the_terminal_not_each_said(tmp_path):
+    """Anyone on the node can connect to the scheduler's port: 40 failed TLS
+    handshakes are one line on the user's terminal, then a count; each is
+    in the scheduler's log."""
+    script = tmp_path / "sleeps.py"
+    script.write_text("import time\nprint('READY', flush=True)\ntime.sleep(6)\n")
+    with Session([*own_options(tmp_path), "--interface", "lo", str(script)], np=3,
+                 cwd=tmp_path) as session:
+        session.wait_for("READY")
+        port = session.wait_for(r"Scheduler address: \S+:(\d+)")[1]
+        knocked = as_other_user(KNOCKS, port, "40")
+        run = session.finish(timeout=60)
+    assert knocked.stdout.strip() == "KNOCKED 40", knocked
+    assert run.rc == 0 and run.leftovers == [], run
+    said = [line for line in run.stderr.splitlines() if "job's certificate" in line]
+    log = tmp_path / "logs" / "rank0-scheduler.log"
+    assert len(said) == 2, run  # the first, at once; the other 39, counted at the end
+    assert said[0].endswith(f"any more are counted here, at most once every 60 s; each is "
+                            f"in {log}")
+    assert "39 more connection(s) without the job's certificate were refused" in said[1]
+    assert log.read_text().count("TLS handshake failed") == 40

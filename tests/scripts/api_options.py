@@ -3,9 +3,8 @@ client's rank reports what the workers got, then send_close_signal(); every
 rank then goes on with MPI, as a script that called initialize(exit=False) may."""
 import json
 import sys
-import urllib.error
-import urllib.request
 
+import dashboard_http
 from distributed import Client, Worker
 from mpi4py import MPI
 
@@ -33,11 +32,7 @@ if is_client:
     with Client() as client:
         info = client.scheduler_info()["workers"].values()
         marked = client.run(lambda dask_worker: getattr(dask_worker, "marked", False))
-        http = client.scheduler_info()["services"]["dashboard"]  # the HTTP server, still
-        try:
-            status = urllib.request.urlopen(f"http://127.0.0.1:{http}/status", timeout=10).status
-        except urllib.error.HTTPError as e:
-            status = e.code
+        status, _ = dashboard_http.page(client, "status")  # the HTTP server, still
         print("REPORT " + json.dumps({
             "names": sorted(w["name"] for w in info),
             "nthreads": sorted(w["nthreads"] for w in info),

@@ -2,18 +2,16 @@
 GPU pages answer, and the scheduler has each worker's GPU from NVML on that
 worker (the name and memory the GPU pages plot)."""
 import json
-import urllib.request
 
+import dashboard_http
 from distributed import get_client
 
 client = get_client()
 info = client.scheduler_info(n_workers=-1)
-port = info["services"]["dashboard"]
 
 
 def page(path: str) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=60) as answer:
-        return answer.status, answer.read().decode()
+    return dashboard_http.page(client, path)
 
 
 status, html = page("status")
