@@ -216,7 +216,8 @@ def serve_jupyterlab(
 ) -> int:
     """JupyterLab on this node until 'stop', or until it is shut down from
     inside; ``routes``: the SSH routes to this node and to the scheduler's;
-    its config and the relay's socket in ``private``, the driver's folder."""
+    its config and the relay's socket in ``private``, the driver's folder
+    (the socket in it, not below: a socket's path is short, places.py)."""
     lab_route, dashboard_route = routes
     print(f"Starting JupyterLab on {short_hostname()}...", flush=True)
     stop = threading.Event()
@@ -227,7 +228,7 @@ def serve_jupyterlab(
         watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
     relay_tls = client.security.get_connection_args("client")["ssl_context"]
     with subfolder_for_block(private, "jupyterlab") as folder, \
-            dashboard_on_this_node(info, relay_tls, folder) as here:
+            dashboard_on_this_node(info, relay_tls, private) as here:
         token = secrets.token_urlsafe(32)
         config = lab_config(token, here, folder)  # once: a restart reuses it
         log = log_dir / "jupyterlab.log"

@@ -202,7 +202,7 @@ def test_the_protocol_each_server_speaks(tmp_path):
     assert comm_protocol(parse_args(["--no-tls", "job.py"])) is None
     assert comm_protocol(parse_args(["--no-tls", "--protocol", "ucx", "job.py"])) == "ucx"
     args = parse_args(["--no-tls", "--protocol", "ucx", "--scheduler-port", "0", "job.py"])
-    assert scheduler_options(args, Security())["protocol"] == "ucx"
+    assert scheduler_options(args, Security(), Path("/private"))["protocol"] == "ucx"
     nanny = made(CPU_WORKER, ["--no-tls", "--protocol", "ucx"], tmp_path)
     assert nanny.worker_kwargs["protocol"] == "ucx"  # what its worker process listens on
 
