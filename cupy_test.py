@@ -18,6 +18,7 @@ import argparse
 import importlib
 import importlib.util
 import math
+import os
 import statistics
 import sys
 import time
@@ -165,9 +166,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# What each MPI launcher tells a process of its rank.
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+HOW_TO_RUN = ("cupy_test.py runs on the launcher's cluster: mpirun -np 4 python "
+              "start_daskmpi.py cupy_test.py (or python start_daskmpi.py cupy_test.py)")
+
+
+def no_cluster() -> int:
+    """Run on its own (the launcher forgotten): one line, from the first rank
+    alone where mpirun started several, and status 2."""
+    rank = next((os.environ[v] for v in RANK_VARIABLES if v in os.environ), "0")
+    if rank == "0":
+        print(f"cupy_test.py: error: no Dask cluster here. {HOW_TO_RUN}", file=sys.stderr,
+              flush=True)
+    else:  # mpirun, seeing a rank end non-zero, ends the others: after the line
+        time.sleep(1.0)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = get_client()
+    try:
+        client = get_client()
+    except ValueError:  # distributed's "No global client found"
+        return no_cluster()
     everyone = list(client.scheduler_info(n_workers=-1)["workers"])
     print(f"Operation on dask.array (from {BLOG}):")
     print(f"    sum of (x + 1)[::2, ::2], x: {args.size} x {args.size} normal(10, 1), "

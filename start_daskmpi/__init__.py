@@ -23,7 +23,8 @@ The modules, from the command line down (README's "How the code is laid out"):
   banners: what the user is told to type.
 - joining: --join, workers added to a running cluster by a second mpirun.
 - dask_mpi_api: dask-mpi's initialize(), send_close_signal() and execute(),
-  importable from the package itself.
+  importable from the package itself; client_files: the files a job leaves
+  for the user's other clients, and connect(), which reads them.
 
 Importing the package has no side effects: MPI is initialised in ``main`` only,
 and the pure modules import neither distributed nor mpi4py.
@@ -31,7 +32,8 @@ and the pure modules import neither distributed nor mpi4py.
 
 __version__ = "0.2.0"
 
-API = ("initialize", "send_close_signal", "execute")
+API = {"initialize": "dask_mpi_api", "send_close_signal": "dask_mpi_api",
+       "execute": "dask_mpi_api", "connect": "client_files"}
 __all__ = list(API)
 
 
@@ -39,7 +41,7 @@ def __getattr__(name: str) -> object:
     # Imported when first asked for: a plan or a nanny's process imports the
     # package without needing Dask.
     if name in API:
-        from . import dask_mpi_api
+        import importlib
 
-        return getattr(dask_mpi_api, name)
+        return getattr(importlib.import_module(f".{API[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -326,7 +326,7 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
     global _client_rank
     from .mpi import faults_end_the_job
     from .node import raise_open_file_limit
-    from .pre_imports import import_in_background
+    from .pre_imports import import_each
     from .roles import ended_if_a_rank_is_lost, prepare_cluster, serve_role
     from .security import remove_private
     from .servers import scheduler_modules
@@ -339,9 +339,9 @@ def start_on(world: Any, args: argparse.Namespace, exit: bool,
     if args.nanny and world.rank > DRIVER_RANK:
         from .worker_processes import start_fork_server
 
-        start_fork_server()
-    if world.rank == SCHEDULER_RANK:  # it waits for the slowest rank next
-        import_in_background(scheduler_modules(args.dashboard))
+        start_fork_server()  # its worker processes import their --pre-import as they begin
+    if world.rank == SCHEDULER_RANK:  # now, on this thread (pre_imports.py)
+        import_each(scheduler_modules(args.dashboard))
     hosts: list[str] = []
     cluster = prepare_cluster(world, args, hosts, name_worker)
     if cluster is None:

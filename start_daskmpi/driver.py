@@ -8,7 +8,6 @@ import contextlib
 import getpass
 import logging
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -23,19 +22,20 @@ import psutil
 from distributed import Client
 
 from .banners import ROUTE_HINT, connection_banner, dashboard_link
-from .errors import LaunchError, report
-from .joining import scheduler_file_text
+from .client_files import CLIENT_ENV, client_env_text, scheduler_file_text
+from .errors import LaunchError, report, warn
 from .jupyterlab_mode import serve_jupyterlab
 from .layout import SCHEDULER_RANK, Layout, Role
 from .mpi import SIGNAL_GRACE
 from .node import short_hostname
 from .ownership import remove_own_file, write_own_file
-from .registration import Registration, min_workers, warn
+from .registration import Registration, min_workers
 from .script import (
     SIGNALLED,
     SchedulerLost,
     announce_interrupt,
     main_interrupted_when,
+    raise_hung_up,
     raise_interrupted,
     raise_terminated,
     run_script,
@@ -53,7 +53,6 @@ from .walltime import job_end, stop_at, stopped_before_walltime
 
 logger = logging.getLogger("start_daskmpi")
 
-CLIENT_ENV = "client.env"  # the variables that point Client() at this job, for a shell
 SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
 WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
 
@@ -73,9 +72,7 @@ def point_clients_here(job: Job, client: Client) -> None:
         logger.info("the client's credentials, for the script and JupyterLab's kernels: %s",
                     folder)
         variables.update(write_client_credentials(job.credentials, folder))
-    write_private(folder / CLIENT_ENV, "".join(
-        f"export {name}={shlex.quote(value)}\n" for name, value in variables.items()
-    ))
+    write_private(folder / CLIENT_ENV, client_env_text(variables))
     os.environ.update(variables)
     dask.config.update(dask.config.config, dask.config.collect_env(variables))
     if job.args.scheduler_file:
@@ -238,8 +235,7 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
                       f"registered (--min-workers {need}); the others join as they come")
                 job.registration.watch_late(deadline, late)
             print(f"Logs: {job.log_dir}")
-            print(f"Another client of yours, from a shell on {short_hostname()}: "
-                  f". {job.client_folder / CLIENT_ENV}, then Client()")
+            print(another_client(job))
             if route_is_a_guess(args.ssh_hops, info.host, info.fqdn):
                 print(ROUTE_HINT)
             if end is not None:
@@ -250,6 +246,16 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
     finally:
         late.set()
         close_clients_left_open()
+
+
+def another_client(job: Job) -> str:
+    """How another process of the user's on this node reaches the cluster: a
+    shell that sources client.env, then Client(); or, in Python, connect()."""
+    env = job.client_folder / CLIENT_ENV
+    given = job.args.scheduler_file or env
+    return (f"Another client of yours, from a shell on {short_hostname()}: . {env}, then "
+            f"Client(); or, in Python: from start_daskmpi import connect; "
+            f"client = connect({str(given)!r})")
 
 
 def drive(job: Job, reads_stdin: bool) -> int:
@@ -269,9 +275,10 @@ def drive(job: Job, reads_stdin: bool) -> int:
 
 
 def drive_until_interrupted(job: Job, reads_stdin: bool) -> int:
-    """drive(), ended early by Ctrl-C or SIGTERM with the status a shell reports."""
+    """drive(), ended early by Ctrl-C, SIGTERM or SIGHUP with the status a shell reports."""
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, raise_interrupted)
+    signal.signal(signal.SIGHUP, raise_hung_up)  # its terminal closed: as a shell's job ends
     code = 1  # where drive() fails
     try:
         try:

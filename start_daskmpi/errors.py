@@ -23,6 +23,10 @@ def report(message: str) -> None:
     print(f"start_daskmpi: error: {message}", file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    print(f"start_daskmpi: warning: {message}", file=sys.stderr, flush=True)
+
+
 def attempt(action: Callable[..., Any], *arguments: Any) -> tuple[Any, str | None]:
     """Run ``action``; a LaunchError becomes its message, to send to other ranks."""
     try:

@@ -3,8 +3,8 @@ cluster of the same user (more nodes, CPU nodes beside GPU nodes).
 
 The first job, given --scheduler-file, notes in that file where its client's
 credentials are (the client.env of the driver's private folder); the joining
-job reads them, so only a process of the same user, on a node that sees that
-folder, can join.  Every rank of the joining job serves workers (one per GPU),
+job reads them (client_files.py), so only a process of the same user, on a
+node that sees that folder, can join.  Every rank of the joining job serves workers (one per GPU),
 named apart from the first job's; they leave when either job ends: the first
 job's scheduler closing, or a signal to this one.
 """
@@ -12,92 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
-import shlex
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LaunchError, attempt, report
-from .ownership import read_own_file
+from .client_files import ClusterFiles, read_cluster_file, read_credentials
+from .errors import attempt, report
 
-NOTE = "start_daskmpi"  # the key of the first job's note in its scheduler file
 SCHEDULER_POLL = 1.0  # seconds between an idle rank's looks at the scheduler
-
-
-@dataclass(frozen=True)
-class JoinTarget:
-    """What a joining job needs of the running cluster."""
-
-    address: str
-    client_env: Path | None  # the first job's client.env, where it noted one
-
-
-def scheduler_file_text(identity: dict[str, Any], client_env: Path) -> str:
-    """The scheduler file, as distributed writes it (the scheduler's identity,
-    whose "address" every client reads), with the note of where the first
-    job's client credentials are, for a job that joins it."""
-    return json.dumps({**identity, NOTE: {"client_env": str(client_env)}}, indent=2)
-
-
-def read_target(path: Path) -> JoinTarget:
-    """The cluster a scheduler file names, once the file is known to be the
-    user's own (read_own_file); LaunchError, one line, where it names none.
-    A file another user could write would send this job's workers, with the
-    user's credentials, to their scheduler."""
-    try:
-        text = read_own_file(path, "--join")
-    except OSError as e:
-        raise LaunchError(f"--join {path}: {e.strerror}: give the --scheduler-file of a "
-                          "running job of yours") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or not isinstance(data.get("address"), str):
-        raise LaunchError(f"--join {path}: not a scheduler file (no address in it)")
-    note = data.get(NOTE)
-    client_env = note.get("client_env") if isinstance(note, dict) else None
-    return JoinTarget(data["address"], Path(client_env) if isinstance(client_env, str) else None)
-
-
-def client_variables(text: str) -> dict[str, str]:
-    """The variables of a client.env (lines ``export NAME=value``, shell-quoted)."""
-    variables = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            name, value = words[1].split("=", 1)
-            variables[name] = value
-    return variables
-
-
-def join_credentials(target: JoinTarget) -> Any:
-    """The first job's client credentials, for this job's workers, from files
-    known to be the user's own; None for a cluster without TLS."""
-    from .security import read_client_credentials
-
-    if not target.address.startswith("tls://"):
-        return None
-    if target.client_env is None:
-        raise LaunchError(
-            f"--join: the cluster at {target.address} uses TLS, but its scheduler file does "
-            "not say where its credentials are: start that job with start_daskmpi "
-            "--scheduler-file FILE, and join with that FILE"
-        )
-    try:
-        text = read_own_file(target.client_env, "--join: the credentials file")
-        return read_client_credentials(client_variables(text), read_own_file)
-    except (OSError, KeyError) as e:
-        why = e.strerror if isinstance(e, OSError) else f"no {e} in it"
-        raise LaunchError(
-            f"--join: cannot read the credentials of the job at {target.address} "
-            f"({target.client_env}: {why}): join from a node that sees that folder (the "
-            "first job's driver's), or give the first job a TMPDIR all nodes share"
-        ) from None
 
 
 def join_tag(world: Any) -> str:
@@ -125,7 +49,7 @@ async def serve_joined(
 
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[int] = loop.create_future()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(
             signum, lambda n=signum: stopped.done() or stopped.set_result(128 + n)
         )
@@ -166,9 +90,9 @@ def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
     from .roles import agree_on_cluster, prepare_rank
     from .security import remove_private
 
-    target, error = attempt(read_target, args.join)
+    target, error = attempt(read_cluster_file, args.join, "--join")
     credentials, credentials_error = (
-        attempt(join_credentials, target) if target else (None, None)
+        attempt(read_credentials, target, "--join") if target else (None, None)
     )
     if not agree(world, error or credentials_error):
         return 2
@@ -194,7 +118,7 @@ def join_cluster(world: Any, args: argparse.Namespace, hosts: list[str]) -> int:
 
 
 def serve_the_joined_cluster(
-    world: Any, args: argparse.Namespace, layout: Any, target: JoinTarget, credentials: Any,
+    world: Any, args: argparse.Namespace, layout: Any, target: ClusterFiles, credentials: Any,
     log_dir: Path, log_file: Path,
 ) -> int:
     from .liveness import everyone_reaches_the_scheduler

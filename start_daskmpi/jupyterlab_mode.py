@@ -22,13 +22,15 @@ from distributed import Client
 
 from .banners import LOOPBACK, DashboardPlace, jupyter_banner
 from .dashboard_relay import near_end
-from .errors import LaunchError
+from .errors import LaunchError, warn
 from .lab_proxy_guard import SECTION
 from .logs import open_private
 from .node import short_hostname
 from .places import DEFAULT_JUPYTER_PORT, Endpoint, choose_port, port_is_free, subfolder_for_block
+from .script import HungUp
 from .security import write_private
 from .servers import PORT_RACE_ATTEMPTS, SchedulerInfo
+from .terminal import HANGUP, this_jobs_terminal, watch
 
 CONTROL_TOPIC = "start_daskmpi-control"  # scheduler event topic for "stop", typed where stdin is
 JUPYTER_START_TIMEOUT = 120.0
@@ -176,20 +178,6 @@ def stop_jupyterlab(lab: Any) -> None:
             lab.wait()
 
 
-def watch_stdin(on_stop: Callable[[], Any]) -> None:
-    """Call ``on_stop`` once 'stop' is typed.  mpirun forwards stdin to rank 0
-    only, so under MPI this runs there; stdin at EOF (a batch job) never stops."""
-
-    def read() -> None:
-        for line in sys.stdin:
-            if line.strip().lower() == "stop":
-                on_stop()
-                return
-            print("Type 'stop' to stop Dask.", flush=True)
-
-    threading.Thread(target=read, name="watch stdin for stop", daemon=True).start()
-
-
 @contextlib.contextmanager
 def dashboard_on_this_node(
     info: SchedulerInfo, ssl_context: Any, folder: Path
@@ -220,12 +208,21 @@ def serve_jupyterlab(
     (the socket in it, not below: a socket's path is short, places.py)."""
     lab_route, dashboard_route = routes
     print(f"Starting JupyterLab on {short_hostname()}...", flush=True)
+    words: list[str] = []  # what stopped it: 'stop' typed, or the terminal's hangup
     stop = threading.Event()
-    client.subscribe_topic(CONTROL_TOPIC, lambda event: stop.set())
-    if client.get_events(CONTROL_TOPIC):  # typed while the workers were starting
+
+    def told(word: str) -> None:
+        words.append(word)
         stop.set()
-    if reads_stdin:
-        watch_stdin(lambda: client.log_event(CONTROL_TOPIC, "stop"))
+
+    client.subscribe_topic(CONTROL_TOPIC, lambda event: told(event[1]))
+    for _, word in client.get_events(CONTROL_TOPIC):  # while the workers were starting
+        told(word)
+    unheard = info.unheard
+    if reads_stdin:  # no mpirun: this process reads it
+        terminal = this_jobs_terminal(under_a_launcher=False)
+        unheard = terminal.unheard()
+        watch(terminal, lambda word: client.log_event(CONTROL_TOPIC, word))
     relay_tls = client.security.get_connection_args("client")["ssl_context"]
     with subfolder_for_block(private, "jupyterlab") as folder, \
             dashboard_on_this_node(info, relay_tls, private) as here:
@@ -248,9 +245,15 @@ def serve_jupyterlab(
             print()
             print(jupyter_banner(lab_route, port, token, log, dashboard))
             print()
-            print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
+            if unheard:
+                print("JupyterLab started.", flush=True)
+                warn(unheard)
+            else:
+                print("JupyterLab started. Type 'stop' to stop Dask:", flush=True)
             while not stop.wait(0.5) and lab.poll() is None:
                 pass
+            if HANGUP in words:
+                raise HungUp("the job's terminal closed")
         finally:
             stop_jupyterlab(lab)
     print("Stopping Dask")

@@ -31,6 +31,7 @@ from .servers import (
     scheduler_info,
     start_scheduler,
     stop_worker,
+    worker_pre_imports,
 )
 from .worker_processes import start_fork_server
 
@@ -62,8 +63,9 @@ def local_cluster(
     for_scheduler, for_workers = securities
 
     async def start() -> SchedulerInfo:
-        if args.nanny:
-            start_fork_server()  # its imports overlap the scheduler's start
+        if args.nanny:  # its imports, --pre-import's too, overlap the scheduler's start
+            wanted = (name for role in layout.workers for name in worker_pre_imports(args, role))
+            start_fork_server(imports=list(dict.fromkeys(wanted)))
         scheduler, dashboard = await start_scheduler(args, for_scheduler, len(layout.workers),
                                                      private)
         started.append(scheduler)

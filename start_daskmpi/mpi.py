@@ -133,7 +133,7 @@ async def job_end(world: Any, driver: int = DRIVER_RANK) -> int:
     loop = asyncio.get_running_loop()
     signals: asyncio.Queue[int] = asyncio.Queue()
     if threading.current_thread() is threading.main_thread():  # else the driver's, beside
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, signals.put_nowait, signum)
     end = asyncio.ensure_future(receive(world, driver, TAG_END, POLL_INTERVAL))
     signaled = asyncio.ensure_future(signals.get())

@@ -179,9 +179,19 @@ def is_host(text: str) -> bool:
         )
 
 
+def program_name(argv0: str) -> str:
+    """The command as the user called it, for --help's usage line: the entry
+    script, the start-daskmpi command, or python -m start_daskmpi."""
+    path = Path(argv0)
+    if path.name == "__main__.py" and path.parent.name == "start_daskmpi":
+        return "python -m start_daskmpi"
+    name = path.name
+    return name if name in ("start-daskmpi", "start_daskmpi.py") else "start_daskmpi.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="start_daskmpi.py",
+        prog=program_name(sys.argv[0]),
         allow_abbrev=False,  # --gpus-per-nod must not quietly mean --gpus-per-node
         description=(
             "Start a Dask cluster with MPI (rank 0: scheduler and dashboard, rank 1: "

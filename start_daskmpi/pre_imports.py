@@ -1,12 +1,17 @@
-"""Modules each Dask process imports in the background once its server is up
-(servers.once_registered, once_workers_came), so that the user's first
-computation does not wait for them.
+"""Modules each Dask process imports before its server starts, so that the
+user's first computation does not wait for them.
 
 Measured on an H100 node (BENCHMARKS.md): ``import dask.array`` takes about 2 s
 in a fresh process and CuPy's 0.5 s, and the scheduler (which unpickles each
-graph) and every worker paid them inside the first call.  A task that needs a
-module still being imported waits for that import (Python's import lock)
-instead of starting another.
+graph) and every worker paid them inside the first call.
+
+Never on a thread beside the server: a thread that imports a package while
+another (a task, a graph being unpickled) imports one of its modules can
+deadlock on Python's import locks, which Python breaks by handing one of them
+a half-made module (a restarted GPU worker's first task failed so).  So each
+process imports them in its one thread before its server exists: a nanny's
+worker process as it begins (already done where its fork server imported
+them), a rank before MPI starts, which waits for every rank anyway (cli.py).
 """
 from __future__ import annotations
 
@@ -15,8 +20,7 @@ import importlib.util
 import logging
 import re
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import LaunchError
 
@@ -63,19 +67,8 @@ def check_modules(requested: list[str] | None, host: str) -> None:
             )
 
 
-def import_in_background(names: Sequence[str], first: Callable[[], bool] | None = None) -> None:
-    """Import ``names`` on a thread of their own.  ``first``, run on that thread
-    before them, waits for the moment to begin, and says whether to (False:
-    never, the process's server having failed meanwhile)."""
-    def run() -> None:
-        if first is None or first():
-            import_each(names)
-
-    if names:
-        threading.Thread(target=run, name="pre-import", daemon=True).start()
-
-
 def import_each(names: Sequence[str]) -> None:
+    """Import each of ``names`` now, on this thread (none is imported twice)."""
     for name in names:
         try:
             importlib.import_module(name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from distributed import Client
 
-from .errors import LaunchError
+from .errors import LaunchError, warn
 from .layout import Role, format_ranks
 from .servers import FAILURES_TOPIC
 
@@ -41,10 +40,6 @@ def named(roles: Iterable[Role]) -> str:
     roles = list(roles)
     return (f"rank(s) {format_ranks(r.rank for r in roles)} "
             f"({', '.join(str(r.name) for r in roles)})")
-
-
-def warn(message: str) -> None:
-    print(f"start_daskmpi: warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass

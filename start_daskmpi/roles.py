@@ -30,7 +30,7 @@ from .dashboard_relay import dashboard_relay
 from .driver import Job, drive_until_interrupted
 from .errors import LaunchError, attempt, report
 from .gpus import own_masks
-from .jupyterlab_mode import CONTROL_TOPIC, watch_stdin
+from .jupyterlab_mode import CONTROL_TOPIC
 from .layout import (
     DRIVER_RANK,
     SCHEDULER_RANK,
@@ -88,6 +88,7 @@ from .servers import (
     start_scheduler,
     stop_worker,
 )
+from .terminal import this_jobs_terminal, watch
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -177,6 +178,9 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
     scheduler.add_plugin(client_came)
     async with scheduler, dashboard_relay(args, layout, scheduler_info(scheduler, dashboard),
                                           security) as info:
+        terminal = this_jobs_terminal(under_a_launcher=True) if args.jupyterlab else None
+        if terminal:  # mpirun forwards the terminal to this rank alone
+            info = replace(info, unheard=terminal.unheard())
         send_to_all(world, (info, None), TAG_START)
         role = layout.roles[SCHEDULER_RANK]
         if not await everyone_reaches_the_scheduler(world, layout, role, "", security):
@@ -188,11 +192,10 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
         end = asyncio.ensure_future(
             asyncio.wrap_future(beside.end) if driver_beside else job_end(world, layout.driver_rank)
         )
-        if args.jupyterlab:
+        if terminal:
             loop = asyncio.get_running_loop()
-            watch_stdin(
-                lambda: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, "stop")
-            )
+            watch(terminal,
+                  lambda word: loop.call_soon_threadsafe(scheduler.log_event, CONTROL_TOPIC, word))
         # A driver beside is this process: it cannot be lost alone.
         lost = asyncio.ensure_future(asyncio.Event().wait() if driver_beside
                                      else driver_gone(scheduler, client_came))
@@ -202,8 +205,8 @@ async def serve_scheduler(world: Any, cluster: Cluster, beside: Beside) -> int:
             end.result()  # raises RankLost where the driver died under a fault-tolerant MPI
         elif lost.done():  # its client gone, under a launcher that keeps the other ranks
             raise RankLost(layout.driver_rank)
-        for watch in (lost, finished):
-            watch.cancel()
+        for watcher in (lost, finished):
+            watcher.cancel()
         if end.done():  # else the scheduler closed first (a client's shutdown)
             beside.ended(end.result())
         close_joined_workers(scheduler, layout)

@@ -22,6 +22,11 @@ class Terminated(KeyboardInterrupt):
     where it has one, says why it came."""
 
 
+class HungUp(Terminated):
+    """SIGHUP, or the job's terminal gone (terminal.py): the job ends, as a
+    shell's job does when its terminal closes (status 129)."""
+
+
 class SchedulerLost(KeyboardInterrupt):
     """Raised in the driver, as a signal is, once its scheduler has gone for good."""
 
@@ -34,6 +39,11 @@ SIGNALLED = threading.Event()
 def raise_terminated(signum: int, frame: Any) -> None:
     SIGNALLED.set()
     raise Terminated
+
+
+def raise_hung_up(signum: int, frame: Any) -> None:
+    SIGNALLED.set()
+    raise HungUp
 
 
 def raise_interrupted(signum: int, frame: Any) -> None:
@@ -88,6 +98,8 @@ def announce_interrupt(error: KeyboardInterrupt) -> int:
 
 
 def interrupted_by(error: KeyboardInterrupt) -> signal.Signals:
+    if isinstance(error, HungUp):
+        return signal.SIGHUP
     return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
 
 

@@ -12,10 +12,8 @@ import logging
 import os
 import signal
 import socket
-import time
 import warnings
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import dask
 import psutil
 from distributed import Nanny, Scheduler, Security, Worker
 from distributed.comm import connect
-from distributed.core import Status, rpc
+from distributed.core import rpc
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
 
@@ -44,7 +42,8 @@ from .places import (
     port_is_free,
     port_taken,
 )
-from .pre_imports import import_in_background, modules_for
+from .pre_imports import import_each, modules_for
+from .unmet_resources import UnmetResources
 
 logger = logging.getLogger("start_daskmpi")
 
@@ -53,8 +52,6 @@ STARTUP_MARGIN = 10.0  # seconds a worker keeps trying to start after the driver
 WORKERS_LEAVE_TIMEOUT = 10.0  # seconds the scheduler waits at the end for workers to close
 PORT_RACE_ATTEMPTS = 5  # starts of the scheduler on the next free port, when another took it
 REACH_TIMEOUT = 5.0  # seconds a node's first rank tries to reach the scheduler at start
-STARTING = (Status.undefined, Status.created, Status.init, Status.starting)
-LOOK_INTERVAL = 0.01  # seconds between looks at a server's state, from a pre-import's thread
 DASHBOARD_SOCKET = "dashboard.sock"  # in the scheduler's private folder
 
 
@@ -69,56 +66,78 @@ class SchedulerInfo:
     # Where the driver's JupyterLab, on another node, gets the dashboard from
     # (dashboard_relay.py); None where no relay runs.
     dashboard_relay: str | None = None
+    # Why 'stop' cannot reach the job, which reads it on this rank (terminal.py).
+    unheard: str | None = None
 
 
-class NannyWorker(Worker):
+class HeartbeatsEndBeforeTheClose:
+    """For distributed's Worker: its close waits for a heartbeat in flight
+    (bounded), and no heartbeat starts once it is closing.  Else a heartbeat
+    begun just before the close meets the connections the close shuts (or
+    the scheduler's, closing too), and distributed logs an ERROR with a
+    traceback after a clean run (2 runs in 14, under load)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeating = asyncio.Lock()
+        self.heartbeat_task: asyncio.Task | None = None
+        self.closing_soon = False
+
+    async def heartbeat(self) -> None:
+        async with self.heartbeating:
+            if self.closing_soon:
+                return
+            self.heartbeat_task = asyncio.current_task()
+            try:
+                await super().heartbeat()  # type: ignore[misc]
+            finally:
+                self.heartbeat_task = None
+
+    async def close(self, *args: Any, **kwargs: Any) -> Any:
+        self.closing_soon = True
+        if asyncio.current_task() is not self.heartbeat_task:  # not the heartbeat's own close
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.heartbeat_over(), HEARTBEAT_WAIT)
+        return await super().close(*args, **kwargs)  # type: ignore[misc]
+
+    async def heartbeat_over(self) -> None:
+        async with self.heartbeating:
+            pass
+
+
+HEARTBEAT_WAIT = 5.0  # seconds a worker's close waits for its heartbeat in flight
+
+
+def with_heartbeats_ended_first(cls: type[Worker]) -> type[Worker]:
+    """``cls`` (distributed's Worker, or the Python API user's own class), its
+    heartbeats ended before its close."""
+    if issubclass(cls, HeartbeatsEndBeforeTheClose):
+        return cls
+    return type(cls.__name__, (HeartbeatsEndBeforeTheClose, cls), {"__module__": cls.__module__})
+
+
+class NannyWorker(HeartbeatsEndBeforeTheClose, Worker):
     """The worker a nanny spawns: the first code of ours in that process.
 
     It logs to ``log_file`` (the process re-imports distributed, whose logging
-    goes to stderr), and leaves SIGINT and SIGTERM, which mpirun sends its ranks'
-    whole process groups, to the nanny, which closes it in order (and would
-    restart it, were it killed by them).
+    goes to stderr), imports ``pre_imports`` before the Worker exists (none
+    twice: a fork server's child has them), and leaves SIGINT, SIGTERM and
+    SIGHUP, which mpirun sends its ranks' whole process groups (and a closed
+    terminal its job's), to the nanny, which
+    closes it in order (and would restart it, were it killed by them).
     """
 
     def __init__(
-        self, *args: Any, log_file: str, verbose: bool, background_imports: list[str],
+        self, *args: Any, log_file: str, verbose: bool, pre_imports: list[str],
         gpu_metrics: bool, **kwargs: Any
     ) -> None:
         log_to_file(log_file, verbose)
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        import_each(pre_imports)
         if gpu_metrics:
             start_gpu_metrics()
         super().__init__(*args, **kwargs)
-        import_in_background(background_imports, first=once_registered(self))
-
-
-def once_registered(worker: Worker) -> Callable[[], bool]:
-    """For import_in_background: wait until ``worker`` has registered.  Begun
-    with its start, the pre-imports (seconds holding the GIL) slowed its start
-    and registration; the first task comes later (BENCHMARKS.md)."""
-    looked_at = weakref.ref(worker)  # a worker dropped unstarted ends the wait
-
-    def registered() -> bool:
-        while (status := getattr(looked_at(), "status", Status.closed)) in STARTING:
-            time.sleep(LOOK_INTERVAL)
-        return status in (Status.running, Status.paused)
-
-    return registered
-
-
-def once_workers_came(scheduler: Scheduler, count: int, timeout: float) -> Callable[[], bool]:
-    """For import_in_background: wait until ``count`` workers have registered,
-    at most ``timeout`` seconds.  Begun at the scheduler's start, the imports
-    slowed each registration, which the scheduler's event loop handles."""
-    def came() -> bool:
-        deadline = time.monotonic() + timeout
-        while (len(scheduler.workers) < count and time.monotonic() < deadline
-               and scheduler.status == Status.running):
-            time.sleep(LOOK_INTERVAL)
-        return scheduler.status == Status.running
-
-    return came
 
 
 def start_gpu_metrics() -> None:
@@ -235,20 +254,18 @@ def make_worker(
     # config or the one a nanny hands its worker process.
     dask.config.set({"distributed.worker.http.routes": ["distributed.http.health"]})
     options = worker_options(role, args, security, scratch)
-    has_cupy = importlib.util.find_spec("cupy") is not None
-    pre_import = modules_for(args.pre_import, role.gpu is not None, has_cupy)
+    pre_imports = worker_pre_imports(args, role)
     gpu_metrics = role.gpu is not None and role.pin == NVIDIA_PIN  # NVML's, for its GPU alone
     if not args.nanny:
         # It runs in this process, which holds its GPU from now on.
         os.environ.update(role.environment())
+        import_each(pre_imports)  # here, before the worker exists (pre_imports.py)
         if gpu_metrics:
             start_gpu_metrics()
-        worker = (args.worker_class or Worker)(address, **options)
-        import_in_background(pre_import, first=once_registered(worker))
-        return worker
+        return with_heartbeats_ended_first(args.worker_class or Worker)(address, **options)
     # Not pre_import=: dask-cuda's worker takes a keyword of that name for itself.
     process = dict(worker_class=NannyWorker, log_file=str(log_file), verbose=args.verbose,
-                   background_imports=pre_import, gpu_metrics=gpu_metrics)
+                   pre_imports=pre_imports, gpu_metrics=gpu_metrics)
     if not uses_dask_cuda(role.gpu, role.pin, args.nanny):
         # The nanny gives it to each worker process it spawns, the first or a restart.
         return Nanny(address, **options, **process, env=role.environment())
@@ -267,6 +284,11 @@ def make_worker(
             resources=",".join(f"{name}={count}" for name, count in resources.items()),
             **dask_cuda_memory_options(args),
         )
+
+
+def worker_pre_imports(args: argparse.Namespace, role: Role) -> list[str]:
+    has_cupy = importlib.util.find_spec("cupy") is not None
+    return modules_for(args.pre_import, role.gpu is not None, has_cupy)
 
 
 def dask_cuda_memory_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -335,6 +357,9 @@ async def start_scheduler(
     # in several lines ("Perhaps you already have a cluster running?"): the banner
     # prints the port it got, and a requested one is checked below instead.
     warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
+    # Each graph is unpickled here: the modules its tasks name, imported now
+    # (done already where the rank imported them before MPI started).
+    import_each(modules_for(args.pre_import, gpu_worker=False, has_cupy=False))
     for _ in range(PORT_RACE_ATTEMPTS):
         options = scheduler_options(args, security, folder)
         try:
@@ -350,9 +375,7 @@ async def start_scheduler(
                 raise LaunchError(f"the scheduler failed to start: {cause}") from None
             continue
         await refuse_another_dashboard_port(scheduler, args.dashboard_address)
-        # Each graph is unpickled here: the modules its tasks name are imported.
-        import_in_background(modules_for(args.pre_import, gpu_worker=False, has_cupy=False),
-                             first=once_workers_came(scheduler, workers, args.startup_timeout))
+        scheduler.add_plugin(UnmetResources(scheduler))
         return scheduler, dashboard_endpoint(scheduler, args, folder / DASHBOARD_SOCKET)
     raise LaunchError(f"the scheduler failed to start: every port tried was taken: {cause}")
 

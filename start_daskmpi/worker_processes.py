@@ -36,6 +36,7 @@ PRELOAD = "start_daskmpi.fork_server_preload"
 # distributed 2024.8).
 NANNY_RACE_FIXED = (2026, 7)  # distributed's release, year and month
 SPAWN = multiprocessing.util.spawnv_passfds
+IMPORTS_VARIABLE = "START_DASKMPI_FORK_SERVER_IMPORTS"
 
 
 def nanny_survives_fast_starts(distributed_version: str) -> bool:
@@ -44,12 +45,14 @@ def nanny_survives_fast_starts(distributed_version: str) -> bool:
     return year_month >= NANNY_RACE_FIXED
 
 
-def start_fork_server(fork_this_process: bool = False) -> None:
+def start_fork_server(fork_this_process: bool = False, imports: Sequence[str] = ()) -> None:
     """Have this process's nannies fork their worker processes from a server
     started now, unless another start method than distributed's default was
     chosen in Dask's config, or distributed is older than NANNY_RACE_FIXED.
     ``fork_this_process``: the server is a fork of this process, which must not
-    have started MPI, CUDA or a thread; else a fresh interpreter."""
+    have started MPI, CUDA or a thread; else a fresh interpreter.  The server
+    imports ``imports`` (the workers' --pre-import) before its first fork, on
+    its one thread, while this process goes on."""
     option = "distributed.worker.multiprocessing-method"
     # The default is distributed's, which may not be imported yet.
     if dask.config.get(option, "spawn") != "spawn":
@@ -65,11 +68,15 @@ def start_fork_server(fork_this_process: bool = False) -> None:
     # A thread (a site hook's, say) would not be in the fork, nor the locks it holds.
     fork = fork_this_process and threading.active_count() == 1
     started_by = forking_this_process if fork else contextlib.nullcontext
+    # Read by its preload (fork_server_preload.py): the server's environment alone.
+    os.environ[IMPORTS_VARIABLE] = ",".join(imports)
     try:
         with started_by():
             multiprocessing.forkserver.ensure_running()
     except OSError:
         return  # no socket for it (an unusable $TMPDIR, say): spawn, as distributed does
+    finally:
+        del os.environ[IMPORTS_VARIABLE]
     distributed.utils._forkserver_preload_set = True
     dask.config.set({option: "forkserver"})
 

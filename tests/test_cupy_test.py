@@ -87,3 +87,25 @@ def test_the_whole_clusters_part_leaves_its_tasks_to_the_schedulers_queue(
     monkeypatch.setattr(Client, "compute", spy)
     assert cupy_test.main(["--size", "200", "--chunks", "100", "--repeat", "1"]) == 0
     assert asked == [None, None]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ranks", [None, 3], ids=["python", "mpirun"])
+def test_without_the_launcher_it_says_how_to_run_it_in_one_line(ranks):
+    """``mpirun -np 3 python cupy_test.py``, the launcher forgotten: one line,
+    from the first rank only, status 2; no traceback per rank."""
+    import subprocess
+    import sys
+
+    from launch import ROOT, mpirun_prefix
+
+    done = subprocess.run([*(mpirun_prefix(ranks) if ranks else []), sys.executable,
+                           str(ROOT / "cupy_test.py")], capture_output=True, text=True,
+                          timeout=50, cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    lines = [line for line in done.stderr.splitlines() if line.startswith("cupy_test.py")]
+    assert lines == [
+        "cupy_test.py: error: no Dask cluster here. cupy_test.py runs on the launcher's "
+        "cluster: mpirun -np 4 python start_daskmpi.py cupy_test.py (or python "
+        "start_daskmpi.py cupy_test.py)"
+    ], done

@@ -424,3 +424,30 @@ def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
     dashboard = [re.search(r"-L 127\.0\.0\.1:8787:(\S+\.sock) ", r.stdout)[1]
                  for r in runs.values()]
     assert len(set(scheduler)) == 2 and len(set(dashboard)) == 2, runs
+
+
+WANTS_A_GPU = """
+from distributed import get_client, wait
+client = get_client()
+future = client.submit(sum, [1, 2], resources={"GPU": 1})
+try:
+    wait(future, timeout=5)
+except TimeoutError:
+    print("STILL WAITING", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ranks", [3, None], ids=["mpirun", "local"])
+def test_a_task_asking_for_a_resource_no_worker_offers_is_one_line(tmp_path, loopback, ranks):
+    """resources={"GPU": 1} on CPU workers: distributed waits in silence (a
+    GPU worker might join); within seconds, one line says no worker offers it."""
+    script = tmp_path / "wants_a_gpu.py"
+    script.write_text(WANTS_A_GPU)
+    run = launch([*loopback, str(script)], np=ranks)
+    assert run.rc == 0 and run.leftovers == [] and "STILL WAITING" in run.stdout, run
+    said = [line for line in our_lines(run.stderr) if "asks for resources" in line]
+    assert len(said) == 1 and re.fullmatch(
+        r"start_daskmpi: warning: task sum-\w+ asks for resources GPU=1, which none of the "
+        r"cluster's \d worker\(s\) offers \(they offer: none\): it waits until a worker that "
+        r"does joins; GPU workers offer GPU=1 each, CPU workers none", said[0]), run

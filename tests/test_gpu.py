@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 
 import pytest
@@ -171,3 +172,33 @@ def test_dask_mpis_api_gives_each_gpu_a_worker(how, np, worker_ranks, tmp_path):
     assert {s["sum"] for s in seen["seen"]} == {499500.0}
     if how == "initialize":
         assert f"-np {GPUS + 2}" in run.stderr  # the idle rank's warning says what fits
+
+
+KILLED_GPU_WORKER = """
+import os, signal, time
+import dask.array as da
+from distributed import get_client
+client = get_client()
+(pid,) = client.run(os.getpid).values()  # the one GPU worker's process
+future = client.compute((da.random.random((4000, 4000), chunks=500) + 1).sum())
+time.sleep(0.3)
+os.kill(pid, signal.SIGKILL)  # as the OOM killer, or a crashed CUDA kernel, would
+print("SUM", future.result(), flush=True)
+"""
+
+
+@NEEDS_MPIRUN
+@pytest.mark.timeout(600)
+def test_a_killed_gpu_worker_comes_back_and_the_job_ends_right(tmp_path):
+    """Its nanny restarts it on its GPU, with its pre-imports (dask.array,
+    CuPy) done before it takes a task: the result is right, status 0, four
+    runs in four (2 in 4 failed when the pre-imports ran beside the task)."""
+    script = tmp_path / "kills.py"
+    script.write_text(KILLED_GPU_WORKER)
+    for attempt in range(4):
+        run = launch(["--interface", "lo", "--log-dir", str(tmp_path / f"logs{attempt}"),
+                      str(script)], np=3, timeout=150)
+        assert run.rc == 0 and run.leftovers == [], run
+        total = float(re.search(r"^SUM (\S+)$", run.stdout, re.M)[1])
+        assert abs(total - 1.5 * 4000**2) < 6 * (4000**2 / 12) ** 0.5, run
+        assert "partially initialized" not in run.output and "Traceback" not in run.output

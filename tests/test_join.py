@@ -14,14 +14,14 @@ import pytest
 from other_user import AS_ANOTHER_USER, as_other_user
 
 from launch import LAUNCHER, ROOT, SCRIPTS, Session, launch, our_lines
-from start_daskmpi.errors import LaunchError
-from start_daskmpi.joining import (
-    JoinTarget,
+from start_daskmpi.client_files import (
+    ClusterFiles,
     client_variables,
-    join_credentials,
-    read_target,
+    read_cluster_file,
+    read_credentials,
     scheduler_file_text,
 )
+from start_daskmpi.errors import LaunchError
 from start_daskmpi.options import parse_args
 
 pytestmark = pytest.mark.timeout(180)
@@ -95,7 +95,7 @@ def test_joining_without_the_credentials_is_one_line(tmp_path, loopback):
     assert our_lines(run.stderr) == [
         "start_daskmpi: error: --join: the cluster at tls://127.0.0.1:1 uses TLS, but its "
         "scheduler file does not say where its credentials are: start that job with "
-        "start_daskmpi --scheduler-file FILE, and join with that FILE"
+        "start_daskmpi --scheduler-file FILE, and give that FILE"
     ]
 
 
@@ -121,9 +121,9 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.joining import join_credentials, read_target
+from start_daskmpi.client_files import read_cluster_file, read_credentials
 try:
-    join_credentials(read_target(Path(sys.argv[1])))
+    read_credentials(read_cluster_file(Path(sys.argv[1]), "--join"), "--join")
     print("GOT THE CREDENTIALS")
 except LaunchError as e:
     print("REFUSED", e)
@@ -164,7 +164,8 @@ def test_the_note_in_the_scheduler_file_names_the_credentials(tmp_path):
     file = tmp_path / "scheduler.json"
     identity = {"type": "Scheduler", "address": "tls://10.0.0.1:8786", "services": {}}
     write_own_file(file, scheduler_file_text(identity, tmp_path / "p" / "client.env"), "--x")
-    assert read_target(file) == JoinTarget("tls://10.0.0.1:8786", tmp_path / "p" / "client.env")
+    assert read_cluster_file(file, "--join") == \
+        ClusterFiles("tls://10.0.0.1:8786", tmp_path / "p" / "client.env")
     assert file.stat().st_mode & 0o777 == 0o600
     assert json.loads(file.read_text())["services"] == {}  # what distributed writes, kept
     assert [p.name for p in tmp_path.iterdir()] == ["scheduler.json"]  # nothing left over
@@ -202,7 +203,7 @@ def test_a_scheduler_file_others_can_change_is_refused_before_anything_connects(
         file.rename(folder / "real.json")
         file.symlink_to(folder / "real.json")
     with pytest.raises(LaunchError) as refused:
-        read_target(file)
+        read_cluster_file(file, "--join")
     assert str(refused.value) == (
         f"--join {file} {said.format(folder=folder, gid=gid)}: the job trusts only a file of "
         "yours that no one else can change"
@@ -215,11 +216,12 @@ def test_a_client_env_others_can_change_is_refused(tmp_path):
     env.chmod(0o622)
     with pytest.raises(LaunchError, match=re.escape(
             f"--join: the credentials file {env} can be changed by every user (mode 622)")):
-        join_credentials(JoinTarget("tls://10.0.0.1:8786", env))
+        read_credentials(ClusterFiles("tls://10.0.0.1:8786", env), "--join")
 
 
 @pytest.mark.parametrize("text, said", [
-    (None, "No such file or directory: give the --scheduler-file of a running job"),
+    (None, "No such file or directory: give the --scheduler-file (or the client.env) of a "
+           "running job"),
     ("{not json", "not a scheduler file (no address in it)"),
     ('{"id": 1}', "not a scheduler file (no address in it)"),
     ('["tls://x:1"]', "not a scheduler file (no address in it)"),
@@ -229,7 +231,7 @@ def test_a_file_that_names_no_cluster_is_one_line(tmp_path, text, said):
     if text is not None:
         file.write_text(text)
     with pytest.raises(LaunchError, match=re.escape(said)):
-        read_target(file)
+        read_cluster_file(file, "--join")
 
 
 def test_client_env_is_read_as_the_shell_reads_it():
@@ -242,9 +244,26 @@ def test_client_env_is_read_as_the_shell_reads_it():
 
 
 def test_credentials_unreadable_from_here_are_one_line(tmp_path):
-    target = JoinTarget("tls://10.0.0.1:8786", tmp_path / "elsewhere" / "client.env")
+    target = ClusterFiles("tls://10.0.0.1:8786", tmp_path / "elsewhere" / "client.env")
     with pytest.raises(LaunchError, match=r"cannot read the credentials of the job at "
                        r"tls://10\.0\.0\.1:8786 \(.*client\.env: No such file or directory\): "
-                       r"join from a node that sees that folder"):
-        join_credentials(target)
-    assert join_credentials(JoinTarget("tcp://10.0.0.1:8786", None)) is None  # --no-tls
+                       r"run this on a node that sees that folder"):
+        read_credentials(target, "--join")
+    assert read_credentials(ClusterFiles("tcp://10.0.0.1:8786", None), "--join") is None
+
+
+def test_joining_a_cluster_without_tls_is_said(tmp_path, loopback):
+    """The same checks of the scheduler file, and a warning: anyone who can
+    reach that cluster can run code as the user, on the joined workers too."""
+    plain = [*loopback, "--no-tls"]
+    session = Session([*plain, "--scheduler-file", str(session_file(tmp_path)),
+                       str(SCRIPTS / "joined.py"), "3"], np=3)
+    with session:
+        session.wait_for("Another client of yours")
+        second = join(plain, scheduler_file=session_file(tmp_path), timeout=120)
+        session.finish(timeout=60)
+    assert second.rc == 0 and second.leftovers == [], second
+    address = re.search(r"Joining the cluster at (tcp://\S+) ", second.stdout)[1]
+    assert f"start_daskmpi: warning: the cluster at {address} has no TLS (--no-tls): anyone " \
+        "who can reach it can run code as you on it, on these workers too" in our_lines(
+            second.stderr), second

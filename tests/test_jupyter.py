@@ -6,6 +6,7 @@ kernels included (they carry the run's token in their environment too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,11 +21,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from launch import ROOT, SCRIPTS, Lab, Session, notebook_sums
+from launch import ROOT, SCRIPTS, TOKEN_VARIABLE, Lab, Session, notebook_sums
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="no JupyterLab"),
@@ -335,3 +337,87 @@ def test_shut_down_from_inside_jupyterlab_ends_the_job(tmp_path):
         run = session.finish(timeout=30)
     assert run.rc == 0 and run.leftovers == [], run
     assert time.monotonic() - asked < 10, run
+
+
+@contextlib.contextmanager
+def in_a_terminal(token: str) -> Iterator[int]:
+    """An interactive bash on a terminal of its own (a pty), as a user's shell,
+    carrying the run's ``token``; yields the terminal's master end.  Closing
+    it hangs the terminal up, as closing its window does."""
+    import pty
+
+    pid, master = pty.fork()
+    if pid == 0:  # the child: bash, with job control, on the pty
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"],
+                   {**os.environ, TOKEN_VARIABLE: token, "PS1": "$ "})
+    try:
+        yield master
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(master)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = path.read_text() if path.exists() else ""
+        if text in found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no {text!r} in {path}: {found}")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["mpirun under timeout", "local, with &"])
+def test_a_job_in_the_background_of_its_terminal_says_so_and_ends_with_it(tmp_path, how):
+    """Run where its terminal's typing cannot reach it (a background process
+    group: timeout without --foreground, or &): one line at the start says
+    so, and how to end it; closing the terminal ends it, as a shell's job."""
+    from launch import STARTED, mpirun, reap, run_processes
+
+    if how.startswith("mpirun") and mpirun() is None:
+        pytest.skip("no mpirun")
+    token = uuid.uuid4().hex
+    STARTED.append(token)
+    out = tmp_path / "out.txt"
+    launcher = f"{sys.executable} {ROOT / 'start_daskmpi.py'} {' '.join(options(tmp_path))}"
+    command = (f"timeout 200 {mpirun()} -np 3 {launcher} > {out} 2>&1" if how.startswith("mpirun")
+               else f"{launcher} > {out} 2>&1 &")
+    with in_a_terminal(token) as terminal:
+        os.write(terminal, f"cd {tmp_path} && {command}\n".encode())
+        said = wait_for_text(out, "JupyterLab started.")
+        said = wait_for_text(out, "stop Dask with File > Shut Down", timeout=30)
+        assert run_processes(token), said
+    hung_up = time.monotonic()
+    deadline = hung_up + 30
+    while run_processes(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = reap(token, grace=0)
+    assert left == [] and time.monotonic() - hung_up < 30, (left, out.read_text())
+    (line,) = [line for line in said.splitlines() if "File > Shut Down" in line]
+    assert re.fullmatch(
+        r"start_daskmpi: warning: the job's launcher \(pid (\d+)\) runs in the background of "
+        r"its terminal \(started with &, or by timeout without --foreground\): 'stop' typed "
+        r"there does not reach it; stop Dask with File > Shut Down in JupyterLab, or kill "
+        r"-TERM \1; it stops when its terminal closes", line), line
+    assert "Type 'stop'" not in said
+
+
+@pytest.mark.parametrize("terminal, said", [
+    (("/dev/pts/3", "/dev/pts/3", True), None),  # typed in its foreground: heard
+    ((None, None, False), None),  # a pipe, as the tests give it: heard
+    (("/dev/pts/3", "/dev/pts/3", False),
+     "the job's launcher (pid 42) runs in the background of its terminal (started with &, or by "
+     "timeout without --foreground): 'stop' typed there does not reach it; stop Dask with File > "
+     "Shut Down in JupyterLab, or kill -TERM 42; it stops when its terminal closes"),
+    (("/dev/null", None, False),
+     "the job's input is /dev/null (a batch job): 'stop' cannot reach it; stop Dask with File > "
+     "Shut Down in JupyterLab, or kill -TERM 42"),
+])
+def test_where_stop_cannot_be_heard_one_line_says_how_to_end_the_job(terminal, said):
+    from start_daskmpi.terminal import Terminal
+
+    source, tty, foreground = terminal
+    assert Terminal(42, source, tty, foreground).unheard() == said

@@ -197,3 +197,32 @@ def test_a_path_with_a_nul_is_one_line(option):
     """The fuzz found it: os.makedirs('\\0') raised ValueError, a traceback."""
     with pytest.raises(LaunchError, match="a path cannot hold a NUL character"):
         parse_args([option, "logs\0x"])
+
+
+@pytest.mark.parametrize("argv0, shown", [
+    ("/home/u/start_daskmpi/start_daskmpi.py", "start_daskmpi.py"),
+    ("/home/u/.venv/bin/start-daskmpi", "start-daskmpi"),
+    ("/home/u/start_daskmpi/start_daskmpi/__main__.py", "python -m start_daskmpi"),
+    ("-c", "start_daskmpi.py"),  # initialize() in a script run some other way
+])
+def test_help_names_the_command_as_it_was_called(argv0, shown):
+    from start_daskmpi.options import program_name
+
+    assert program_name(argv0) == shown
+
+
+def test_the_installed_command_says_its_own_name():
+    import shutil
+    import subprocess
+    import sys
+
+    command = Path(sys.executable).parent / "start-daskmpi"
+    if not command.exists():
+        command = shutil.which("start-daskmpi")
+    if command is None:
+        pytest.skip("start-daskmpi is not installed (pip install -e .)")
+    done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: start-daskmpi "), done
+    done = subprocess.run([sys.executable, "-m", "start_daskmpi", "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.stdout.startswith("usage: python -m start_daskmpi "), done

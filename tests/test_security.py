@@ -385,6 +385,41 @@ def test_a_second_client_of_the_users_own_gets_in_with_the_printed_line(tmp_path
     assert other.stdout.count("REFUSED") == 2, other
 
 
+CONNECTS = """
+import sys
+from start_daskmpi import connect
+client = eval(sys.argv[1].split("; ", 1)[1].removeprefix("client = "),
+              {"connect": connect})  # the printed line, as a user pastes it
+with client:
+    print("WORKERS", len(client.scheduler_info(n_workers=-1)["workers"]))
+"""
+
+
+@NEEDS_MPIRUN
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("scheduler_file", [False, True], ids=["client.env", "scheduler file"])
+def test_connect_with_the_printed_line_gets_another_python_of_the_users_in(
+    tmp_path, scheduler_file
+):
+    """From another shell, distributed's Client(scheduler_file=...) fails on a
+    TLS cluster (no credentials: "TLS expects a ssl_context argument"); the
+    printed line, connect(PATH), gets in, with nothing sourced first."""
+    script = tmp_path / "sleeps.py"
+    script.write_text(SLEEPS)
+    file = ["--scheduler-file", str(tmp_path / "scheduler.json")] if scheduler_file else []
+    with Session([*own_options(tmp_path), *file, str(script)], np=3, cwd=tmp_path) as session:
+        session.wait_for("READY")
+        line = session.wait_for(r"or, in Python: (from start_daskmpi import connect; "
+                                r"client = connect\('[^']+'\))")[1]
+        shell = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+        own = subprocess.run([sys.executable, "-c", CONNECTS, line], env={
+            **shell, "PYTHONPATH": PACKAGE_PATH}, capture_output=True, text=True, timeout=60)
+        session.process.terminate()
+        session.finish(timeout=30)
+    assert own.stdout.split() == ["WORKERS", "1"], own
+    assert line.endswith("scheduler.json')" if scheduler_file else "client.env')"), line
+
+
 # --- the scheduler's scratch, first on its sys.path -----------------------------
 
 SWAP_SCHEDULER_SCRATCH = """

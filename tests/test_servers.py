@@ -9,14 +9,16 @@ import inspect
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from distributed import Nanny, Scheduler, Security, Worker
+from distributed import Nanny, Security, Worker
 from distributed.core import Status
 
 from launch import PACKAGE_PATH
+from start_daskmpi import servers
 from start_daskmpi.checks import check_dask_cuda
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.gpus import uses_dask_cuda
@@ -27,8 +29,7 @@ from start_daskmpi.servers import (
     dask_cuda_memory_options,
     environment,
     make_worker,
-    once_registered,
-    once_workers_came,
+    start_scheduler,
 )
 
 GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
@@ -86,7 +87,9 @@ def test_without_a_nanny_this_process_holds_the_gpu(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     first_gpu = Role(2, "worker", "n", "n-gpu0", "0", 1, 2**30)  # one a GPU node has
     worker = made(first_gpu, ["--no-nanny"], tmp_path)
-    assert type(worker) is Worker and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    # distributed's Worker (its heartbeats ended before its close), not a nanny
+    assert isinstance(worker, Worker) and type(worker).__name__ == "Worker"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
 
 
 def test_environment_is_restored(monkeypatch):
@@ -231,61 +234,43 @@ def test_the_scheduler_rank_imports_what_its_start_will_meanwhile(tmp_path):
     assert len(eval(done.stdout.strip().splitlines()[-1])) <= 3, done.stdout
 
 
-def test_a_workers_pre_imports_wait_for_its_registration():
-    """They took the GIL from its start and registration (BENCHMARKS.md)."""
-    async def run():
-        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
-            worker = Worker(scheduler.address, nthreads=1)
-            looked = asyncio.get_running_loop().run_in_executor(None, once_registered(worker))
-            await asyncio.sleep(0.2)
-            waited = not looked.done()
-            async with worker:
-                return waited, await looked
-
-    assert asyncio.run(run()) == (True, True)
-
-
-def test_a_worker_that_failed_to_start_pre_imports_nothing(tmp_path):
-    worker = made(CPU_WORKER, ["--no-nanny"], tmp_path)
-    worker.status = Status.failed
-    assert once_registered(worker)() is False
-
-
-def test_the_schedulers_pre_imports_wait_for_its_workers_or_its_close():
-    async def run():
-        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
-            loop = asyncio.get_running_loop()
-            came = loop.run_in_executor(None, once_workers_came(scheduler, 1, timeout=60))
-            await asyncio.sleep(0.2)
-            waited = not came.done()
-            async with Worker(scheduler.address, nthreads=1):
-                registered = await came
-            closed = loop.run_in_executor(None, once_workers_came(scheduler, 2, timeout=60))
-        return waited, registered, await closed
-
-    assert asyncio.run(run()) == (True, True, False)
-
-
-def test_without_a_nanny_the_pre_imports_begin_once_the_worker_registered(tmp_path, monkeypatch):
-    (tmp_path / "imported_late.py").write_text("")
+def test_without_a_nanny_the_pre_imports_are_done_before_the_worker_exists(
+    tmp_path, monkeypatch
+):
+    """Imported on the worker's thread before it exists: none is in progress
+    when its first task imports a module (pre_imports.py)."""
+    (tmp_path / "imported_early.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = parse_args(["--no-nanny", "--no-tls", "--pre-import", "imported_late",
+    args = parse_args(["--no-nanny", "--no-tls", "--pre-import", "imported_early",
                        "--local-directory", str(tmp_path)])
+    threads_before = threading.active_count()  # none started to import them
+    try:
+        worker = make_worker("tcp://127.0.0.1:1", CPU_WORKER, args, Security(),
+                             tmp_path / "w.log", str(tmp_path / "scratch"))
+        assert "imported_early" in sys.modules and worker.status == Status.init
+        assert threading.active_count() == threads_before
+    finally:
+        sys.modules.pop("imported_early", None)
+
+
+def test_the_schedulers_pre_imports_are_done_before_it_starts(tmp_path, monkeypatch):
+    (tmp_path / "imported_by_the_scheduler.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = parse_args(["--no-tls", "--interface", "lo", "--pre-import",
+                       "imported_by_the_scheduler"])
+    order = []
+    monkeypatch.setattr(servers, "import_each", lambda names: order.append(("import", names)))
+    real = servers.Scheduler
+
+    def made(**options):
+        order.append(("made", None))
+        return real(**options)
+
+    monkeypatch.setattr(servers, "Scheduler", made)
 
     async def run():
-        async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
-            worker = make_worker(scheduler.address, CPU_WORKER, args, Security(),
-                                 tmp_path / "w.log", str(tmp_path / "scratch"))
-            await asyncio.sleep(0.2)
-            before = "imported_late" in sys.modules
-            async with worker:
-                for _ in range(500):
-                    if "imported_late" in sys.modules:
-                        break
-                    await asyncio.sleep(0.01)
-                return before, "imported_late" in sys.modules
+        scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
+        await scheduler.close()
 
-    try:
-        assert asyncio.run(run()) == (False, True)
-    finally:
-        sys.modules.pop("imported_late", None)
+    asyncio.run(run())
+    assert order == [("import", ["imported_by_the_scheduler"]), ("made", None)]
