@@ -88,7 +88,7 @@ nodes=$(wc -l <"$hosts")
 # By its full path: Open MPI's mpirun, called by its own full path, puts its folder
 # first on the ranks' PATH, where another python3 may be.
 python=$(command -v python3)
-gpus=${DASKMPI_GPUS_PER_NODE:-$("$python" -c 'from start_daskmpi.node import this_node; print(len(this_node(None).gpus))')}
+gpus=${DASKMPI_GPUS_PER_NODE:-$("$python" -c 'from start_daskmpi.plan.node import this_node; print(len(this_node(None).gpus))')}
 if ((gpus > 0)); then
     per_node=$((gpus + 2))
 else
@@ -111,7 +111,7 @@ say "running: ${launcher[*]} ${command[*]:0:${#command[@]}-$#} ${1:-}${2:+ ...}"
 # launcher, which forwards it to the ranks, and the job ends in order: the
 # script's finally runs, JupyterLab stops.  But Open MPI 5 answers SIGTERM by
 # killing the ranks at once: it gets SIGUSR1, which it forwards, and which its
-# ranks take as SIGTERM (start_daskmpi/rank_signals.py).  (Open MPI 4 forwards
+# ranks take as SIGTERM (start_daskmpi/mpi/launcher_signals.py).  (Open MPI 4 forwards
 # no SIGUSR1, measured on 4.1.6, but gives the ranks the launch line's
 # odls_base_sigkill_timeout after a SIGTERM.)  Where the batch system signals
 # the launcher itself too, see README ("Signals and your finally").

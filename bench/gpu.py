@@ -95,7 +95,7 @@ def local_cuda_cluster_run(test_args: list[str]) -> dict:
 
 
 def gpu_count() -> int:
-    from start_daskmpi.gpus import count_gpus
+    from start_daskmpi.plan.gpus import count_gpus
 
     return count_gpus()
 

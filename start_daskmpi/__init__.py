@@ -3,37 +3,32 @@ or JupyterLab on it.
 
     mpirun -np N python start_daskmpi.py [options] script.py [script args ...]
 
-The modules, from the command line down (README's "How the code is laid out"):
+The subpackages, each one concern (docs/development.md says where a change goes):
 
-- cli: ``main``; options: the command line; plan and launchers: --plan and the
-  launch lines of each MPI launcher.
-- layout: ranks x nodes x GPUs -> roles (pure); node and gpus: what a node
-  offers and how a process is pinned to a GPU; sites, places, network: known
-  machines, ports and folders, addresses.
-- mpi: the only module that imports mpi4py; roles: one function per role
-  under mpirun; liveness: nodes that cannot reach the scheduler, workers lost
-  with their node, a dead driver; local: the same cluster without mpirun;
-  loop_thread: an event loop in a thread of its own.
-- servers: the scheduler and workers; security: the job's TLS credentials;
-  checks: what each role checks before it starts; logs: per-rank logs.
-- driver: the client side; script: the user's script as python runs it;
-  jupyterlab_mode: JupyterLab until 'stop'; dashboard_relay: the dashboard
-  inside JupyterLab when JupyterLab runs on another node than the scheduler;
-  lab_proxy_guard: JupyterLab's proxy limited to the dashboard;
-  banners: what the user is told to type.
-- joining: --join, workers added to a running cluster by a second mpirun.
-- dask_mpi_api: dask-mpi's initialize(), send_close_signal() and execute(),
-  importable from the package itself; client_files: the files a job leaves
-  for the user's other clients, and connect(), which reads them.
+- plan: what a job will be, worked out without Dask or MPI: its configuration
+  (options), the rank layout, the node and its GPUs, the network, ports,
+  known sites, launch lines, and what the user is told to type.
+- mpi: MPI itself (the only place mpi4py is imported): the world, the few
+  messages the ranks exchange, the bounded end, the launcher's signals.
+- security: who can reach the cluster: the job's TLS credentials, private
+  folders and files, what the job trusts.
+- servers: the Dask servers: the scheduler, the workers, their processes,
+  what they import first, their logs.
+- driver: the client side: the script, JupyterLab, the dashboard relay,
+  the walltime, the files left for the user's other clients.
+- lifecycle: a rank's life, the same in every mode: agree on the cluster,
+  serve its role, end the job together.
+- modes: the ways in: the command under mpirun, --join, dask-mpi's Python
+  API, and the local cluster without mpirun.
 
-Importing the package has no side effects: MPI is initialised in ``main`` only,
-and the pure modules import neither distributed nor mpi4py.
+Importing the package has no side effects: MPI is initialised in ``main`` (or
+the API's functions) only, and the plan imports neither distributed nor mpi4py.
 """
 
 __version__ = "0.2.0"
 
-API = {"initialize": "dask_mpi_api", "send_close_signal": "dask_mpi_api",
-       "execute": "dask_mpi_api", "connect": "client_files"}
+API = {"initialize": "modes.api", "send_close_signal": "modes.api", "execute": "modes.api",
+       "connect": "driver.client_files"}
 __all__ = list(API)
 
 

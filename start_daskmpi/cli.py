@@ -4,22 +4,21 @@ else the whole cluster locally.  Its return value is the process's exit status:
 the script's, 2 for a mistake the user can fix, 128 + N after signal N."""
 from __future__ import annotations
 
-import argparse
 import importlib
-import importlib.util
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-from .errors import LaunchError
-from .gpus import NVIDIA_PIN, find_gpus, parse_visible_devices
-from .layout import DRIVER_RANK, SCHEDULER_RANK
-from .mpi import faults_end_the_job, launcher_world, mpi_world, said_by_rank_0
-from .node import raise_open_file_limit, this_node
-from .options import parse_args
-from .plan import launch_report, plan_report
-from .rank_signals import keep_sigusr1_from_children, take_sigusr1
+from start_daskmpi.errors import MISTAKE, LaunchError
+from start_daskmpi.mpi.ending import faults_end_the_job, said_by_rank_0
+from start_daskmpi.mpi.launcher_signals import keep_sigusr1_from_children, take_sigusr1
+from start_daskmpi.mpi.world import launcher_world, mpi_world
+from start_daskmpi.plan.config import Config, from_args
+from start_daskmpi.plan.node import raise_open_file_limit, this_node
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.plan.report import launch_report, plan_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,78 +31,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_report(args, node, os.environ) if args.launch_command
                   else plan_report(args, node, os.environ))
             return 0
+        config = from_args(args)
         raise_open_file_limit()
         keep_sigusr1_from_children(os.environ)  # before any process or thread starts
         launched = launcher_world(os.environ)
-        if launched and (launched[0] > 1 or args.join):
-            import_before_mpi(args, rank=launched[1])
+        if launched and (launched[0] > 1 or config.run.join):
+            import_before_mpi(config, rank=launched[1])
         take_sigusr1(os.environ)
-        world = mpi_world(os.environ, one_rank=args.join is not None)
-        if world is None and args.join:
+        world = mpi_world(os.environ, one_rank=config.run.join is not None)
+        if world is None and config.run.join:
             raise LaunchError("--join runs under mpirun: mpirun -np N python start_daskmpi.py "
                               "--join FILE, one rank per GPU to add")
-        if world is None:
-            from .local import run_local  # Dask is imported only once a cluster starts
-
-            return run_local(args)
+        mode = the_mode(config, world)
     except LaunchError as e:
         launched = launcher_world(os.environ)
         said_by_rank_0(str(e), launched[1] if launched else None)
-        return 2
+        return MISTAKE
+    if world is None:  # one process: a fault of ours is its traceback, nothing waits
+        return mode.run_local(config)
     with faults_end_the_job(world):
-        if args.join:
-            from .joining import run_joining
-
-            return run_joining(world, args)
-        from .roles import run_rank
-
-        return run_rank(world, args)
+        return mode.run_joining(world, config) if config.run.join else mode.run_rank(world, config)
 
 
-def import_before_mpi(args: argparse.Namespace, rank: int) -> None:
-    """A rank imports Dask (a second or more of CPU) before MPI starts, as
-    MPI_Init waits for every rank anyway.  Then a worker's rank forks the fork
-    server of its nanny's worker process, those imports done, which imports
-    the --pre-import modules while the rank goes on; without a nanny, the
-    rank imports them now.  The scheduler's rank imports what its start will
-    need, and its --pre-import.  Now, on the one thread (pre_imports.py)."""
+def the_mode(config: Config, world: object) -> ModuleType:
+    """This run's mode (modes/), imported now, and Dask with it."""
+    name = "local" if world is None else "join" if config.run.join else "launcher"
+    return imported(f"start_daskmpi.modes.{name}")
+
+
+def import_before_mpi(config: Config, rank: int) -> None:
+    """A rank imports Dask (a second or more of CPU) and what its role starts
+    with before MPI starts, as MPI_Init waits for every rank anyway; a
+    worker's rank forks its nanny's fork server now, MPI not yet started."""
+    first_imports = imported("start_daskmpi.lifecycle.first_imports")
+    first_imports.import_for_the_role(config, rank, fork_this_process=True)
+
+
+def imported(module: str) -> ModuleType:
+    """``module``, imported; where the job's Python lacks what it needs, one line
+    to say so (by rank 0: every rank has the same Python)."""
     try:
-        importlib.import_module(".joining" if args.join else ".roles", __package__)
+        return importlib.import_module(module)
     except ImportError as e:
-        if (e.name or "").startswith(__package__):
+        if (e.name or "").startswith("start_daskmpi"):
             raise
         raise LaunchError(f"{e} (on {socket.gethostname()}): the job's Python lacks "
                           "start_daskmpi's requirements: pip install start_daskmpi, or "
                           "activate its environment in the job script") from None
-    from .pre_imports import import_each, modules_for
-
-    if args.join or rank > DRIVER_RANK:
-        cupy = args.pre_import is None and has_cupy()  # else the GPU does not matter
-        modules = modules_for(args.pre_import, cupy and sees_a_gpu(args), cupy)
-        if args.nanny:
-            from .worker_processes import start_fork_server
-
-            start_fork_server(fork_this_process=True, imports=modules)
-        else:
-            import_each(modules)
-    elif rank == SCHEDULER_RANK:
-        from .servers import scheduler_modules
-
-        import_each([*scheduler_modules(args.dashboard),
-                     *modules_for(args.pre_import, gpu_worker=False, has_cupy=False)])
-
-
-def sees_a_gpu(args: argparse.Namespace) -> bool:
-    """Whether this rank's worker will likely have an NVIDIA GPU, told before
-    MPI and the layout: a mask set, or NVML counting one (no CUDA context).
-    A guess only decides what is imported early; the worker imports what it
-    needs all the same (servers.worker_pre_imports)."""
-    if args.gpus_per_node == 0:
-        return False
-    pin, visible, detected = find_gpus(args.gpu_vendor, os.environ)
-    found = len(parse_visible_devices(visible)) if visible is not None else detected
-    return pin == NVIDIA_PIN and found > 0
-
-
-def has_cupy() -> bool:
-    return importlib.util.find_spec("cupy") is not None

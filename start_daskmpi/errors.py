@@ -5,6 +5,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+# A mistake's exit status: the command's, as argparse's; the Python API's,
+# dask-mpi's, whose exceptions end the script with 1.
+MISTAKE = 2
+API_MISTAKE = 1
+
 
 class LaunchError(Exception):
     """A problem the user can fix; its message says how, in one line."""

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
-from start_daskmpi.worker_processes import nanny_survives_fast_starts
+from start_daskmpi.servers.worker_processes import nanny_survives_fast_starts
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "start_daskmpi.py"
@@ -51,7 +51,7 @@ def mpirun() -> str | None:
 # ranks, which skip by themselves.
 NEEDS_MPIRUN = pytest.mark.skipif(mpirun() is None, reason=NO_MPIRUN)
 # Whether the nanny's worker processes come from a fork server here
-# (start_daskmpi/worker_processes.py: not under distributed before 2026.7).
+# (start_daskmpi/servers/worker_processes.py: not under distributed before 2026.7).
 FORK_SERVER = nanny_survives_fast_starts(importlib.metadata.version("distributed"))
 # What started a worker process (tests/scripts/worker_origin.py), in a rank
 # under mpirun and in a local cluster.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from launch import NEEDS_MPIRUN, ROOT, SCRIPTS, launch, mpirun, reap, report, tracked_environment
-from start_daskmpi.gpus import count_gpus
-from start_daskmpi.layout import format_ranks
+from start_daskmpi.plan.gpus import count_gpus
+from start_daskmpi.plan.layout import format_ranks
 
 HOST = socket.gethostname().split(".")[0]
 GPUS = count_gpus() or 2  # the node's, or 2 simulated where it has none

@@ -16,15 +16,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from start_daskmpi.security import (
-    Credentials,
-    certificate_end,
-    certify_ranks,
-    new_key,
+from start_daskmpi.security.private import (
     private_files,
     private_folder,
     remove_private,
     runtime_folder,
+)
+from start_daskmpi.security.tls import (
+    Credentials,
+    certificate_end,
+    certify_ranks,
+    new_key,
     security_from,
     write_client_credentials,
 )
@@ -219,7 +221,7 @@ def test_private_files_for_a_block_are_gone_after_it(short_folder):
 def test_a_private_folder_too_deep_for_a_socket_goes_to_tmp():
     """A Unix socket's path has at most 107 bytes: the dashboard's and the
     relay's sockets must fit in the private folder."""
-    from start_daskmpi.places import LONGEST_SOCKET, SOCKET_PATH_MAX, socket_folder_base
+    from start_daskmpi.security.private import LONGEST_SOCKET, SOCKET_PATH_MAX, socket_folder_base
 
     assert socket_folder_base("/run/user/1000") == "/run/user/1000"
     deep = "/scratch/" + "d" * 80
@@ -233,7 +235,7 @@ def test_the_authoritys_certificate_and_its_limits(monkeypatch):
     certificate starts CLOCK_SKEW before now in UTC, whatever the local zone."""
     import time
 
-    from start_daskmpi.security import CLOCK_SKEW, job_authority
+    from start_daskmpi.security.tls import CLOCK_SKEW, job_authority
 
     monkeypatch.setenv("TZ", "America/Chicago")  # not UTC: a naive now would be off by hours
     time.tzset()
@@ -267,7 +269,7 @@ def test_without_cryptography_tls_is_one_line(monkeypatch):
     import sys
 
     from start_daskmpi.errors import LaunchError
-    from start_daskmpi.security import NO_CRYPTOGRAPHY
+    from start_daskmpi.security.tls import NO_CRYPTOGRAPHY
 
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.asymmetric", None)
     with pytest.raises(LaunchError) as raised:
@@ -276,7 +278,7 @@ def test_without_cryptography_tls_is_one_line(monkeypatch):
 
 
 def test_a_private_file_is_0600_whatever_the_umask_and_never_through_a_link(tmp_path):
-    from start_daskmpi.security import write_private
+    from start_daskmpi.security.private import write_private
 
     old = os.umask(0)
     try:
@@ -302,7 +304,7 @@ def test_removing_what_is_gone_already_is_no_error(tmp_path):
 
 
 def test_the_authority_ends_with_the_job_the_batch_system_names(monkeypatch):
-    from start_daskmpi.security import CLOCK_SKEW, job_authority
+    from start_daskmpi.security.tls import CLOCK_SKEW, job_authority
 
     end = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + \
         datetime.timedelta(hours=3)

@@ -1,4 +1,4 @@
-"""The dashboard relay (start_daskmpi/dashboard_relay.py) on loopback, without
+"""The dashboard relay (start_daskmpi/driver/dashboard_relay.py) on loopback, without
 MPI: both ends with one job's credentials, a server standing in for the
 dashboard, and clients that hold no certificate."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import threading
 import pytest
 from distributed import Security
 
-from start_daskmpi.dashboard_relay import near_end, serve_far_end
-from start_daskmpi.places import Endpoint, loopback_for, parse_host_port
+from start_daskmpi.driver.dashboard_relay import near_end, serve_far_end
+from start_daskmpi.plan.ports import Endpoint, loopback_for, parse_host_port
 
 
 @pytest.mark.parametrize("bound, reached", [

@@ -1,7 +1,7 @@
-"""dask-mpi's Python API on this launcher (start_daskmpi/dask_mpi_api.py):
+"""dask-mpi's Python API on this launcher (start_daskmpi/modes/api.py):
 dask-mpi's own test scripts, with only their import line changed, under
-mpirun; the statuses a script's end gives the job; the keywords mapped to the
-launcher's options (no MPI)."""
+mpirun; the statuses a script's end gives the job; the keywords taken as the
+launcher's options take them (no MPI)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,16 +13,15 @@ from pathlib import Path
 import pytest
 
 from launch import PACKAGE_PATH, ROOT, SCRIPTS, launch, our_lines, report
-from start_daskmpi.dask_mpi_api import (
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.modes.api import (
     DASK_MPI_DASHBOARD,
+    dask_mpi_config,
     execute_shape,
-    launcher_argv,
-    option_argv,
     rank_order,
     worker_kind,
 )
-from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import parse_args
+from start_daskmpi.plan.config import from_argv, from_keywords
 
 DASK_MPI = importlib.util.find_spec("dask_mpi")
 NEEDS_DASK_MPI = pytest.mark.skipif(DASK_MPI is None, reason="no dask-mpi: pip install dask-mpi")
@@ -241,19 +240,17 @@ def test_a_logging_setup_made_before_initialize_stays(tmp_path):
 
 def test_the_drivers_checks_are_a_scripts_not_jupyterlabs(monkeypatch):
     """Rank 1 runs the caller's script: JupyterLab need not be installed."""
-    from start_daskmpi import checks
-    from start_daskmpi.dask_mpi_api import cluster_args
-    from start_daskmpi.layout import Role
+    from start_daskmpi.lifecycle import checks
+    from start_daskmpi.plan.layout import Role
 
     def no_jupyterlab():
         raise LaunchError("JupyterLab is not installed")
 
     monkeypatch.setattr(checks, "check_jupyterlab", no_jupyterlab)
-    args = cluster_args(None, 1, None, "auto", False, True, DASK_MPI_DASHBOARD, None,
-                        "distributed.Worker", None, {})
-    checks.preflight(Role(1, "driver", "n"), args)
+    driver = Role(1, "driver", "n")
+    checks.preflight(driver, config(), None, "/tmp")
     with pytest.raises(LaunchError, match="not installed"):  # the command with no script
-        checks.preflight(Role(1, "driver", "n"), parse_args([]))
+        checks.preflight(driver, from_argv([]), None, "/tmp")
 
 
 def test_importing_the_api_imports_no_dask_cluster():
@@ -266,49 +263,73 @@ def test_importing_the_api_imports_no_dask_cluster():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done
 
 
-# --- keywords -> options, without MPI -------------------------------------------
+# --- keywords, taken as the options are, without MPI ------------------------------
 
-def argv(**keywords):
+def config(**keywords):
+    """What initialize(**keywords) asks for: dask-mpi's keywords, else the launcher's."""
     dask_mpi = dict(interface=None, nthreads=1, local_directory=None, memory_limit="auto",
                     nanny=False, dashboard=True, dashboard_address=DASK_MPI_DASHBOARD,
-                    protocol=None)
+                    protocol=None, worker_class="distributed.Worker", worker_options=None)
     options = {k: keywords.pop(k) for k in list(keywords) if k not in dask_mpi}
-    return launcher_argv(**{**dask_mpi, **keywords}, options=options)
+    return dask_mpi_config(**{**dask_mpi, **keywords}, options=options)
+
+
+def as_the_api_has_it(command_line):
+    """The configuration of a command line, but for the API's driver, whose part
+    is the caller's script, not JupyterLab."""
+    from dataclasses import replace
+
+    return replace(command_line, run=replace(command_line.run, jupyterlab=False))
 
 
 def test_dask_mpis_defaults_are_the_launchers_with_one_thread_and_no_nanny():
-    assert argv() == ["--nthreads", "1", "--memory-limit", "auto", "--no-nanny", "--dashboard"]
+    assert config() == as_the_api_has_it(from_argv(["--nthreads", "1", "--no-nanny"]))
 
 
-def test_dask_mpis_keywords_become_options():
-    assert argv(interface="ib0", nthreads=4, local_directory=Path("/scratch"),
-                memory_limit=0.5, nanny=True, dashboard=False, dashboard_address=":9999",
-                protocol="tcp") == [
-        "--interface", "ib0", "--nthreads", "4", "--local-directory", "/scratch",
-        "--memory-limit", "0.5", "--nanny", "--no-dashboard", "--dashboard-address", ":9999",
-        "--no-tls", "--protocol", "tcp",
-    ]
-    assert "--no-tls" not in argv(protocol="tls")  # TLS is the launcher's own default
+def test_dask_mpis_keywords_are_the_launchers_options():
+    assert config(interface="ib0", nthreads=4, local_directory=Path("/scratch"),
+                  memory_limit=0.5, nanny=True, dashboard=False, dashboard_address=":9999",
+                  protocol="tcp") == as_the_api_has_it(from_argv([
+                      "--interface", "ib0", "--nthreads", "4", "--local-directory", "/scratch",
+                      "--memory-limit", "0.5", "--nanny", "--no-dashboard",
+                      "--dashboard-address", ":9999", "--no-tls", "--protocol", "tcp"]))
+    assert config(protocol="tls").network.tls  # TLS is the launcher's own default
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("gpus_per_node", 4, ["--gpus-per-node", "4"]),
-    ("tls", False, ["--no-tls"]),
-    ("require_gpu", True, ["--require-gpu"]),
-    ("require_gpu", False, []),
-    ("pre_import", ["cudf", "dask_cudf"], ["--pre-import", "cudf,dask_cudf"]),
-    ("preload", ["a", Path("b.py")], ["--preload", "a", "--preload", "b.py"]),
-    ("walltime", None, []),
-    ("log_dir", Path("/l"), ["--log-dir", "/l"]),
+def test_a_keyword_means_what_its_option_means():
+    """Every kind of option (a value, a switch, a flag, one repeated, a list of
+    names), as a keyword and on the command line: one configuration."""
+    keywords = dict(gpus_per_node=4, tls=False, protocol="ucx", require_gpu=True,
+                    pre_import=["cudf", "dask_cudf"], preload=["a", Path("b.py")],
+                    log_dir=Path("/l"), walltime="01:30:00", min_workers=0.5,
+                    memory_limit="4GB", startup_timeout=60, scheduler_port=9000,
+                    ssh_hops="me@login,gateway", rmm_pool_size="0.9", verbose=True)
+    argv = ["--gpus-per-node", "4", "--no-tls", "--protocol", "ucx", "--require-gpu",
+            "--pre-import", "cudf,dask_cudf", "--preload", "a", "--preload", "b.py",
+            "--log-dir", "/l", "--walltime", "01:30:00", "--min-workers", "0.5",
+            "--memory-limit", "4GB", "--startup-timeout", "60", "--scheduler-port", "9000",
+            "--ssh-hops", "me@login,gateway", "--rmm-pool-size", "0.9", "--verbose"]
+    assert from_keywords(keywords) == as_the_api_has_it(from_argv(argv))
+    assert from_keywords(dict(walltime=None, require_gpu=None, tls=None)) == from_keywords({})
+
+
+@pytest.mark.parametrize("keywords, message", [
+    (dict(nthreads=0), "^argument --nthreads: "),
+    (dict(gpus_per_node="x"), "^argument --gpus-per-node: "),
+    (dict(tls="no"), r"^argument --tls: expected True or False, got 'no' \(see --help\)$"),
+    (dict(gpu_vendor="acme"), "^argument --gpu-vendor: invalid choice: 'acme'"),
+    (dict(gpus=4), "^gpus is no option of the launcher"),
+    (dict(protocol="tcp", tls=True), "^protocol='tcp' carries no TLS: add tls=False"),
 ])
-def test_the_launchers_options_as_keywords(name, value, expected):
-    assert option_argv(name, value) == expected
+def test_a_bad_keyword_is_refused_as_its_option_is(keywords, message):
+    with pytest.raises(LaunchError, match=message):
+        config(**keywords)
 
 
 @pytest.mark.parametrize("name", ["script", "plan", "ranks", "hostfile", "join"])
 def test_options_of_the_command_line_only_are_refused(name):
     with pytest.raises(LaunchError, match=f"^{name} is an option of the command line only"):
-        argv(**{name: "x"})
+        config(**{name: "x"})
 
 
 def test_worker_class():

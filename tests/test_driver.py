@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from start_daskmpi.script import exit_status, run_script
+from start_daskmpi.driver.script import exit_status, run_script
 
 
 def write(tmp_path, body: str, name: str = "job.py"):
@@ -71,7 +71,7 @@ def test_traceback_starts_in_the_script(tmp_path, capsys):
 def test_interrupts_give_the_status_a_shell_reports(tmp_path, capsys):
     assert run_script(str(write(tmp_path, "raise KeyboardInterrupt")), []) == 130
     assert "Interrupted (SIGINT)" in capsys.readouterr().out
-    terminated = "from start_daskmpi.script import Terminated\nraise Terminated"
+    terminated = "from start_daskmpi.driver.script import Terminated\nraise Terminated"
     assert run_script(str(write(tmp_path, terminated)), []) == 143
     assert "Interrupted (SIGTERM)" in capsys.readouterr().out
 
@@ -91,7 +91,7 @@ def test_a_hard_exit_is_not_turned_into_another_end_while_it_waits(monkeypatch):
     import os
     import signal
 
-    from start_daskmpi import mpi
+    from start_daskmpi.mpi import ending as mpi
 
     ended = []
 
@@ -128,7 +128,7 @@ def test_a_signal_to_the_driver_is_noted_for_the_end():
     bounded time only, which what the driver says at the end must know."""
     import signal
 
-    from start_daskmpi import script
+    from start_daskmpi.driver import script
 
     try:
         with pytest.raises(script.Terminated):
@@ -145,7 +145,7 @@ def test_a_signal_to_the_driver_is_noted_for_the_end():
 def test_the_scheduler_gone_after_a_signal_is_the_grace_run_out(tmp_path):
     from types import SimpleNamespace
 
-    from start_daskmpi.driver import scheduler_lost
+    from start_daskmpi.driver.job import scheduler_lost
 
     info = SimpleNamespace(host="n1")
     assert scheduler_lost(info, tmp_path, signalled=False) == (

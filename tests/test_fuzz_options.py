@@ -5,7 +5,6 @@ them through the parser, --plan, and the checks each rank makes before it
 starts anything."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -16,14 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from start_daskmpi import cli
-from start_daskmpi.checks import preflight
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.gpus import VENDORS
-from start_daskmpi.layout import Node, block_placement
-from start_daskmpi.network import Address
-from start_daskmpi.options import parse_args
-from start_daskmpi.places import make_log_dir
-from start_daskmpi.roles import plan_cluster
+from start_daskmpi.lifecycle.checks import preflight
+from start_daskmpi.lifecycle.cluster import command_roles, plan
+from start_daskmpi.plan.config import from_args
+from start_daskmpi.plan.folders import local_directory
+from start_daskmpi.plan.gpus import VENDORS
+from start_daskmpi.plan.layout import Node, block_placement
+from start_daskmpi.plan.network import Address
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.security.private import make_log_dir
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
 FUZZ = settings(
@@ -164,19 +165,20 @@ def test_every_rank_starts_or_says_why_in_one_line(argv, nodes, gpus, in_a_folde
     node_list = [node_with(gpus, f"node{i}") for i in range(nodes)]
     rank_nodes = block_placement(nodes * (gpus + 2), nodes)
     try:
-        layout, interfaces, _ = plan_cluster(args, rank_nodes, node_list,
-                                             [{}] * len(rank_nodes))
-        make_log_dir(args.log_dir)
+        config = from_args(args)
+        layout, interfaces, _ = plan(config, rank_nodes, node_list, [{}] * len(rank_nodes),
+                                     command_roles)
+        make_log_dir(config.run.log_dir)
+        scratch = config.workers.local_directory or local_directory(None)
         for role in layout.roles:
-            mine = argparse.Namespace(**{**vars(args), "interface": interfaces[0]})
-            preflight(role, mine)
+            preflight(role, config, interfaces[0], scratch)
     except LaunchError as e:
         assert one_line(str(e)), argv
 
 
 def test_the_fuzz_reaches_every_option():
     """A fuzz that never drew an option would pass on a broken one."""
-    from start_daskmpi.options import build_parser
+    from start_daskmpi.plan.options import build_parser
 
     named = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", build_parser().format_help()))
     assert named - {"-h", "--help"} == set(VALUES) | set(SWITCHES)

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from launch import NEEDS_MPIRUN, PACKAGE_PATH, SCRIPTS, launch, notebook_sums, report
-from start_daskmpi.gpus import count_gpus
+from start_daskmpi.plan.gpus import count_gpus
 
 GPUS = count_gpus()  # NVML or nvidia-smi: no CUDA context in the test process
 

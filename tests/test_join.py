@@ -14,7 +14,7 @@ import pytest
 from other_user import AS_ANOTHER_USER, as_other_user
 
 from launch import LAUNCHER, ROOT, SCRIPTS, Session, launch, our_lines
-from start_daskmpi.client_files import (
+from start_daskmpi.driver.client_files import (
     ClusterFiles,
     client_variables,
     read_cluster_file,
@@ -22,7 +22,7 @@ from start_daskmpi.client_files import (
     scheduler_file_text,
 )
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import parse_args
+from start_daskmpi.plan.options import parse_args
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -121,7 +121,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.client_files import read_cluster_file, read_credentials
+from start_daskmpi.driver.client_files import read_cluster_file, read_credentials
 try:
     read_credentials(read_cluster_file(Path(sys.argv[1]), "--join"), "--join")
     print("GOT THE CREDENTIALS")
@@ -159,7 +159,7 @@ def test_another_user_cannot_join(tmp_path, loopback, shared):
 # --- without MPI -----------------------------------------------------------------
 
 def test_the_note_in_the_scheduler_file_names_the_credentials(tmp_path):
-    from start_daskmpi.ownership import write_own_file
+    from start_daskmpi.security.ownership import write_own_file
 
     file = tmp_path / "scheduler.json"
     identity = {"type": "Scheduler", "address": "tls://10.0.0.1:8786", "services": {}}

@@ -417,7 +417,7 @@ def test_a_job_in_the_background_of_its_terminal_says_so_and_ends_with_it(tmp_pa
      "Shut Down in JupyterLab, or kill -TERM 42"),
 ])
 def test_where_stop_cannot_be_heard_one_line_says_how_to_end_the_job(terminal, said):
-    from start_daskmpi.terminal import Terminal
+    from start_daskmpi.driver.terminal import Terminal
 
     source, tty, foreground = terminal
     assert Terminal(42, source, tty, foreground).unheard() == said

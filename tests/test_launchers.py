@@ -6,10 +6,10 @@ import shlex
 import pytest
 
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.launchers import MPICH, OPEN_MPI, SLURM, launcher_here
-from start_daskmpi.layout import Node
-from start_daskmpi.options import parse_args
-from start_daskmpi.plan import launch_report
+from start_daskmpi.plan.launchers import MPICH, OPEN_MPI, SLURM, launcher_here
+from start_daskmpi.plan.layout import Node
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.plan.report import launch_report
 
 PROGRAMS = {"mpiexec": "/opt/mpi/bin/mpiexec", "srun": "/usr/bin/srun"}
 
@@ -49,7 +49,7 @@ def test_no_launcher_is_one_line():
 
 def test_the_batch_scripts_command_is_the_plans(monkeypatch):
     monkeypatch.setattr(
-        "start_daskmpi.launchers.launcher_here", lambda environ: (MPICH, PROGRAMS["mpiexec"])
+        "start_daskmpi.plan.launchers.launcher_here", lambda environ: (MPICH, PROGRAMS["mpiexec"])
     )
     args = parse_args(["--launch-command", "--nodes", "2", "--hostfile", "/tmp/my hosts"])
     line = launch_report(args, Node("n", ("0", "1", "2", "3"), 64, 2**30), {})
@@ -61,7 +61,7 @@ def test_the_batch_scripts_command_is_the_plans(monkeypatch):
         "-n", "8", "--ppn", "4",
     ]
     monkeypatch.setattr(
-        "start_daskmpi.launchers.launcher_here", lambda environ: (OPEN_MPI, "/ompi/bin/mpirun")
+        "start_daskmpi.plan.launchers.launcher_here", lambda environ: (OPEN_MPI, "/ompi/bin/mpirun")
     )
     environ = {"PATH": "/bin", "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "HOME": "/h",
                "START_DASKMPI_X": "1"}

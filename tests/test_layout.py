@@ -8,7 +8,7 @@ import pytest
 
 from launch import ROOT
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.gpus import (
+from start_daskmpi.plan.gpus import (
     check_gpu_required,
     choose_gpus,
     count_gpus_amd,
@@ -16,18 +16,18 @@ from start_daskmpi.gpus import (
     find_gpus,
     parse_visible_devices,
 )
-from start_daskmpi.launchers import MPICH, OPEN_MPI, SLURM
-from start_daskmpi.layout import (
+from start_daskmpi.plan.launchers import MPICH, OPEN_MPI, SLURM
+from start_daskmpi.plan.layout import (
     Node,
     Shape,
+    assign_roles,
     block_placement,
     describe_layout,
     format_ranks,
-    plan_layout,
     plan_local,
 )
-from start_daskmpi.options import parse_args
-from start_daskmpi.plan import plan_report
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.plan.report import plan_report
 
 GiB = 2**30
 
@@ -65,7 +65,7 @@ def test_layout_gives_every_gpu_at_most_one_worker(nodes, gpus, shape):
     machines = [node(f"n{i}", gpus) for i in range(nodes)]
     ranks = block_ranks(per_node)
 
-    layout = plan_layout(ranks, machines)
+    layout = assign_roles(ranks, machines)
 
     assert [r.rank for r in layout.roles] == list(range(len(ranks)))
     assert layout.roles[0].kind == "scheduler" and layout.roles[0].host == "n0"
@@ -98,20 +98,20 @@ def test_layout_gives_every_gpu_at_most_one_worker(nodes, gpus, shape):
 
 
 def test_notes_say_which_ranks_idle_and_what_fits():
-    layout = plan_layout(block_ranks([12]), [node("thetagpu11", 8)])
+    layout = assign_roles(block_ranks([12]), [node("thetagpu11", 8)])
     (note,) = layout.notes
     assert "2 rank(s) on thetagpu11" in note and "ranks 10-11" in note and "-np 10" in note
 
 
 def test_two_node_advice_names_the_first_node():
-    layout = plan_layout(block_ranks([10, 10]), [node("a", 8), node("b", 8)])
+    layout = assign_roles(block_ranks([10, 10]), [node("a", 8), node("b", 8)])
     (note,) = layout.notes
     assert "ranks 18-19" in note
     assert "-np 18, with 10 ranks on a and one per GPU on the other nodes" in note
 
 
 def test_unused_gpus_are_named():
-    layout = plan_layout(block_ranks([4]), [node("a", 4)])
+    layout = assign_roles(block_ranks([4]), [node("a", 4)])
     (note,) = layout.notes
     assert "2 GPU(s) of a get no worker (2, 3)" in note and "-np 6" in note
 
@@ -119,7 +119,7 @@ def test_unused_gpus_are_named():
 @pytest.mark.parametrize("size", [0, 1, 2])
 def test_fewer_than_three_ranks_is_an_error(size):
     with pytest.raises(LaunchError, match="needs at least 3 ranks"):
-        plan_layout([0] * size, [node("a", 8)])
+        assign_roles([0] * size, [node("a", 8)])
 
 
 # dask-mpi's execute() shapes: (shape, ranks) -> each rank's own role, and the
@@ -134,7 +134,7 @@ SHARED = [
 
 @pytest.mark.parametrize("shape, size, kinds, beside", SHARED)
 def test_roles_sharing_a_process_as_execute_places_them(shape, size, kinds, beside):
-    layout = plan_layout([0] * size, [node("a", 0, cores=12)], shape=shape)
+    layout = assign_roles([0] * size, [node("a", 0, cores=12)], shape=shape)
     assert [role.kind for role in layout.roles] == kinds
     assert [role.rank for role in layout.beside] == beside
     assert layout.driver_rank == shape.driver_rank
@@ -147,14 +147,14 @@ def test_roles_sharing_a_process_as_execute_places_them(shape, size, kinds, besi
 
 
 def test_workers_beside_take_the_first_gpus():
-    layout = plan_layout([0] * 3, [node("a", 4)], shape=Shape(1, False))
+    layout = assign_roles([0] * 3, [node("a", 4)], shape=Shape(1, False))
     assert [(r.rank, r.gpu) for r in layout.workers] == [(2, "2"), (0, "0"), (1, "1")]
     assert "1 GPU(s) of a get no worker (3)" in layout.notes[0]
     assert describe_layout(layout) == [
         "a: rank 0 scheduler; rank 1 driver; rank(s) 0-2 workers on GPU(s) 0, 1, 2 "
         "(CUDA_VISIBLE_DEVICES)"
     ]
-    shared = plan_layout([0] * 2, [node("a", 0)], shape=Shape(0, True))
+    shared = assign_roles([0] * 2, [node("a", 0)], shape=Shape(0, True))
     assert describe_layout(shared)[0].startswith("a: rank 0 scheduler and driver; rank(s) 1 ")
 
 
@@ -164,24 +164,24 @@ def test_workers_beside_take_the_first_gpus():
 def test_too_few_ranks_for_a_shared_shape_is_an_error(shape, size, need):
     assert shape.min_world_size == need
     with pytest.raises(LaunchError, match=f"needs at least {need} ranks for this placement"):
-        plan_layout([0] * size, [node("a", 0)], shape=shape)
+        assign_roles([0] * size, [node("a", 0)], shape=shape)
 
 
 def test_cpu_workers_share_the_cores_and_memory_of_their_node():
-    layout = plan_layout(block_ranks([6]), [node("a", 0, cores=16, memory=64 * GiB)])
+    layout = assign_roles(block_ranks([6]), [node("a", 0, cores=16, memory=64 * GiB)])
     assert [w.nthreads for w in layout.workers] == [4] * 4
     assert [w.memory_limit for w in layout.workers] == [16 * GiB] * 4
 
 
 def test_gpu_workers_share_memory_not_threads():
-    layout = plan_layout(block_ranks([10]), [node("a", 8, cores=128, memory=1024 * GiB)])
+    layout = assign_roles(block_ranks([10]), [node("a", 8, cores=128, memory=1024 * GiB)])
     assert {w.nthreads for w in layout.workers} == {1}
     assert {w.memory_limit for w in layout.workers} == {128 * GiB}
     assert {w.name: w.gpu for w in layout.workers}["a-gpu7"] == "7"
 
 
 def test_explicit_threads_and_memory_apply_to_every_worker():
-    layout = plan_layout(
+    layout = assign_roles(
         block_ranks([4, 4]), [node("a", 2), node("b", 0)], nthreads=3, memory_limit="10GB"
     )
     assert {(w.nthreads, w.memory_limit) for w in layout.workers} == {(3, "10GB")}
@@ -191,7 +191,7 @@ def test_explicit_threads_and_memory_apply_to_every_worker():
 
 def test_ranks_interleaved_across_nodes_follow_their_node():
     ranks = [0, 1, 0, 1, 0, 1]  # round-robin mapping
-    layout = plan_layout(ranks, [node("a", 2), node("b", 2)])
+    layout = assign_roles(ranks, [node("a", 2), node("b", 2)])
     assert [(r.kind, r.host, r.gpu) for r in layout.roles] == [
         ("scheduler", "a", None), ("driver", "b", None),
         ("worker", "a", "0"), ("worker", "b", "0"),
@@ -200,7 +200,7 @@ def test_ranks_interleaved_across_nodes_follow_their_node():
 
 
 def test_the_mask_of_the_batch_system_is_used_as_given():
-    layout = plan_layout(
+    layout = assign_roles(
         block_ranks([4]), [Node("a", ("GPU-aa11", "GPU-bb22"), 8, 8 * GiB)]
     )
     assert [(w.gpu, w.name) for w in layout.workers] == [
@@ -334,7 +334,7 @@ echo 'GPU 1: NVIDIA H200 (UUID: GPU-c)'
 def test_nvidia_gpus_by_nvml_else_by_nvidia_smi_else_none(tmp_path, monkeypatch):
     """NVML first; where it is missing or fails, nvidia-smi -L's GPU lines (not
     its MIG lines); where that fails too, none."""
-    from start_daskmpi import gpus
+    from start_daskmpi.plan import gpus
 
     def no_nvml():
         raise ImportError("no pynvml")
@@ -352,7 +352,7 @@ def test_nvidia_gpus_by_nvml_else_by_nvidia_smi_else_none(tmp_path, monkeypatch)
 
 
 def test_own_masks_are_the_gpu_variables_set():
-    from start_daskmpi.gpus import own_masks
+    from start_daskmpi.plan.gpus import own_masks
 
     environ = {"CUDA_VISIBLE_DEVICES": "2", "ZE_AFFINITY_MASK": "0.1", "PATH": "/bin"}
     assert own_masks(environ) == {"CUDA_VISIBLE_DEVICES": "2", "ZE_AFFINITY_MASK": "0.1"}
@@ -363,7 +363,7 @@ def test_own_masks_are_the_gpu_variables_set():
 )
 def test_each_worker_is_pinned_by_its_makers_variable(pin):
     node = Node("x4102c5s2b0n0", ("0.0", "0.1"), 208, 2**40, pin)
-    workers = plan_layout([0, 0, 0, 0], [node]).workers
+    workers = assign_roles([0, 0, 0, 0], [node]).workers
     assert [w.environment() for w in workers] == [{pin: "0.0"}, {pin: "0.1"}]
 
 
@@ -424,7 +424,7 @@ def test_np_without_plan_is_an_error():
 
 
 def test_a_nodes_cores_are_its_jobs_cgroup_not_a_ranks_binding(tmp_path):
-    from start_daskmpi.node import cgroup_cpus, cpu_list_size
+    from start_daskmpi.plan.node import cgroup_cpus, cpu_list_size
 
     assert cpu_list_size("0-3,8,10-11\n") == 7 and cpu_list_size("5") == 1
     own = tmp_path / "cgroup"
@@ -440,14 +440,14 @@ def test_a_nodes_cores_are_its_jobs_cgroup_not_a_ranks_binding(tmp_path):
 
 
 def test_ranks_with_masks_of_their_own_keep_their_own_gpus():
-    from start_daskmpi.layout import with_rank_masks
+    from start_daskmpi.plan.layout import with_rank_masks
 
     nodes = [node("a", 1), node("b", 1)]  # each first rank saw its own one GPU
     ranks = [0, 0, 0, 0, 1, 1]
     masks = [{"CUDA_VISIBLE_DEVICES": m} for m in ["0", "1", "3", "2", "1", "0"]]
     a, b = with_rank_masks(ranks, nodes, masks)
     assert a.gpus == ("3", "2") and b.gpus == ("1", "0")
-    layout = plan_layout(ranks, [a, b])
+    layout = assign_roles(ranks, [a, b])
     assert [(w.rank, w.gpu) for w in layout.workers] == [(2, "3"), (3, "2"), (4, "1"), (5, "0")]
     alike = [{"CUDA_VISIBLE_DEVICES": "0,1"}] * 6  # one node-wide mask: the node's, as found
     assert with_rank_masks(ranks, nodes, alike) == nodes
@@ -458,14 +458,14 @@ def test_the_edges_of_a_nodes_share():
     """One CPU worker gets the whole node; a node with fewer cores than workers
     still gives each one thread; odd amounts round down; a GPU asked for in
     full is not too many; a GPU named by an id, not an index, by its place."""
-    (alone,) = plan_layout(block_ranks([3]), [node("a", 0, cores=7, memory=7)]).workers
+    (alone,) = assign_roles(block_ranks([3]), [node("a", 0, cores=7, memory=7)]).workers
     assert (alone.nthreads, alone.memory_limit) == (7, 7)
-    squeezed = plan_layout(block_ranks([4]), [node("a", 0, cores=1, memory=7)]).workers
+    squeezed = assign_roles(block_ranks([4]), [node("a", 0, cores=1, memory=7)]).workers
     assert [(w.nthreads, w.memory_limit) for w in squeezed] == [(1, 3), (1, 3)]
-    three = plan_layout(block_ranks([5]), [node("a", 0, cores=7, memory=8)]).workers
+    three = assign_roles(block_ranks([5]), [node("a", 0, cores=7, memory=8)]).workers
     assert [(w.nthreads, w.memory_limit) for w in three] == [(2, 2)] * 3
     assert choose_gpus("0,1", 0, 2) == ("0", "1") and choose_gpus(None, 2, 2) == ("0", "1")
-    assert [w.name for w in plan_layout(block_ranks([4]), [Node("a", ("0.1", "0.0"), 8, 8)])
+    assert [w.name for w in assign_roles(block_ranks([4]), [Node("a", ("0.1", "0.0"), 8, 8)])
             .workers] == ["a-gpu0", "a-gpu1"]
 
 
@@ -477,7 +477,7 @@ def test_a_local_layout_passes_its_options_on():
 
 
 def test_the_layout_said_node_by_node():
-    layout = plan_layout([0, 0, 0, 1, 1, 1, 1], [node("a", 1), node("b", 0)])
+    layout = assign_roles([0, 0, 0, 1, 1, 1, 1], [node("a", 1), node("b", 0)])
     assert describe_layout(layout) == [
         "a: rank 0 scheduler; rank 1 driver; rank(s) 2 workers on GPU(s) 0 "
         "(CUDA_VISIBLE_DEVICES)",
@@ -487,7 +487,7 @@ def test_the_layout_said_node_by_node():
 
 def test_what_is_said_of_too_few_ranks_and_of_gpus_required_whole():
     with pytest.raises(LaunchError) as small:
-        plan_layout([0, 0], [node("a", 8)])
+        assign_roles([0, 0], [node("a", 8)])
     assert str(small.value) == (
         "needs at least 3 ranks: one for the scheduler, one for your script and one per "
         "worker (got 2); use e.g. mpirun -np 3, or run without mpirun for a local cluster")
@@ -517,7 +517,7 @@ def test_an_intel_card_is_counted_once_and_only_with_its_ids(tmp_path):
 
 
 def test_a_failing_nvidia_smi_is_not_believed(tmp_path, monkeypatch):
-    from start_daskmpi import gpus
+    from start_daskmpi.plan import gpus
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text(NVIDIA_SMI.replace("exit 2", "exit 2\necho 'GPU 0: x'; exit 9"))
@@ -528,7 +528,7 @@ def test_a_failing_nvidia_smi_is_not_believed(tmp_path, monkeypatch):
 
 
 def test_gpus_of_a_mask_keep_their_numbers_in_worker_names():
-    layout = plan_layout(block_ranks([4]), [Node("a", ("2", "3"), 8, 8)])
+    layout = assign_roles(block_ranks([4]), [Node("a", ("2", "3"), 8, 8)])
     assert [w.name for w in layout.workers] == ["a-gpu2", "a-gpu3"]
     with pytest.raises(LaunchError, match="but this node has 1 GPU"):
         choose_gpus("0", 0, 2)
@@ -537,7 +537,7 @@ def test_gpus_of_a_mask_keep_their_numbers_in_worker_names():
 def test_a_joining_job_serves_workers_on_every_rank_named_apart():
     """--join: no scheduler, no driver; each node's ranks take its GPUs, the
     names carry the job's tag (the first job has its own node-gpu names)."""
-    layout = plan_layout(block_ranks([5, 4]), [node("a", 4), node("b", 4)], joining="join1a2b")
+    layout = assign_roles(block_ranks([5, 4]), [node("a", 4), node("b", 4)], joining="join1a2b")
     assert [role.kind for role in layout.roles] == ["worker"] * 4 + ["idle"] + ["worker"] * 4
     assert [role.name for role in layout.workers] == [
         *(f"a-gpu{i}-join1a2b" for i in range(4)), *(f"b-gpu{i}-join1a2b" for i in range(4))]
@@ -547,6 +547,6 @@ def test_a_joining_job_serves_workers_on_every_rank_named_apart():
 
 
 def test_a_joining_job_of_one_rank_is_a_worker():
-    layout = plan_layout([0], [node("c", 0, cores=16)], joining="join0000")
+    layout = assign_roles([0], [node("c", 0, cores=16)], joining="join0000")
     assert [(r.kind, r.name, r.nthreads) for r in layout.roles] == [
         ("worker", "c-cpu0-join0000", 16)]

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from distributed import Client, Scheduler
 
-from start_daskmpi import liveness
-from start_daskmpi.liveness import ClientCame, driver_gone
+from start_daskmpi.lifecycle import liveness
+from start_daskmpi.lifecycle.liveness import ClientCame, driver_gone
 
 GRACE = 0.2  # seconds, for DRIVER_LOST_GRACE: long enough for a look or two
 

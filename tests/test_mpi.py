@@ -25,8 +25,8 @@ from launch import (
     launch,
     report,
 )
-from start_daskmpi.gpus import count_gpus
-from start_daskmpi.mpi import done_within
+from start_daskmpi.mpi.world import done_within
+from start_daskmpi.plan.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
 

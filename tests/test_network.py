@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.network import Address, interfaces_for, shared_network
+from start_daskmpi.plan.network import Address, interfaces_for, shared_network
 
 LO = Address("lo", "127.0.0.1", 8)
 
@@ -94,7 +94,7 @@ def test_a_node_without_loopback_has_no_interface_to_keep_to():
 
 
 def test_this_nodes_addresses_are_psutils_ipv4_ones():
-    from start_daskmpi.network import interface_address, listen_host, node_addresses
+    from start_daskmpi.plan.network import interface_address, listen_host, node_addresses
 
     assert Address("lo", "127.0.0.1", 8) in node_addresses()
     assert all(":" not in a.address for a in node_addresses())
@@ -107,7 +107,7 @@ def test_an_interface_missing_or_without_ipv4_is_one_line(monkeypatch):
 
     import psutil
 
-    from start_daskmpi import network
+    from start_daskmpi.plan import network
 
     v6 = SimpleNamespace(family=socket.AF_INET6, address="fe80::1", netmask="ffff::")
     v4 = SimpleNamespace(family=socket.AF_INET, address="10.1.2.3", netmask="255.255.0.0")

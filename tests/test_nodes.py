@@ -33,8 +33,8 @@ from launch import (
     run_processes,
 )
 from simcluster import SimCluster, mpich_environment, openmpi_environment, skip_reason
-from start_daskmpi import launchers
-from start_daskmpi.launchers import carried_variables
+from start_daskmpi.plan import launchers
+from start_daskmpi.plan.launchers import carried_variables
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 # Open MPI's wheel and this project, in an environment apart from MPICH's (both

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import build_parser, parse_args
+from start_daskmpi.plan.options import build_parser, parse_args
 
 
 def test_defaults():
@@ -84,12 +84,11 @@ def test_help_is_the_reviewed_text():
     assert words_of(build_parser().format_help()) == words_of(golden)
 
 
-def test_readme_lists_every_option_and_no_other():
+def test_the_options_page_lists_every_option_and_no_other():
     """Each option of the usage line is in the first column of a table of
-    README's Options section, and that column names no option there is not."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("\n## Options", 1)[1].split("\n## ", 1)[0]
-    first_cells = re.findall(r"^\| ([^|]*) \|", section, re.M)
+    docs/options.md, and that column names no option there is not."""
+    page = (Path(__file__).parent.parent / "docs" / "options.md").read_text()
+    first_cells = re.findall(r"^\| ([^|]*) \|", page, re.M)
     listed = {option for cell in first_cells for option in OPTION.findall(cell)}
     offered = set(OPTION.findall(build_parser().format_usage())) - {"-h"}
     assert listed == offered
@@ -169,7 +168,7 @@ def test_the_edges_of_what_is_accepted():
 
 
 def test_what_counts_as_a_fraction_bytes_or_a_host():
-    from start_daskmpi.options import is_bytes, is_fraction, is_host
+    from start_daskmpi.plan.values import is_bytes, is_fraction, is_host
 
     assert is_fraction("1") and is_fraction("0.01") and not is_fraction("0")
     assert not is_fraction("1.01") and not is_fraction("x")
@@ -206,7 +205,7 @@ def test_a_path_with_a_nul_is_one_line(option):
     ("-c", "start_daskmpi.py"),  # initialize() in a script run some other way
 ])
 def test_help_names_the_command_as_it_was_called(argv0, shown):
-    from start_daskmpi.options import program_name
+    from start_daskmpi.plan.options import program_name
 
     assert program_name(argv0) == shown
 

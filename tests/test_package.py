@@ -11,8 +11,10 @@ import pytest
 
 from launch import LAUNCHER, ROOT
 
-PURE = ["banners", "errors", "gpus", "launchers", "layout", "node", "options", "places",
-        "plan", "sites", "network", "script"]
+# The plan (plan/): every module of it, and the errors it raises.
+PLAN = sorted(p.stem for p in (ROOT / "start_daskmpi" / "plan").glob("*.py")
+              if p.stem != "__init__")
+PURE = [*(f"plan.{name}" for name in PLAN), "errors", "driver.script"]
 
 
 # The GPUs a plan sees, the same on a laptop and on a GPU node.
@@ -78,7 +80,98 @@ def test_a_mistake_is_one_line_and_status_2():
 
 
 def test_the_nanny_worker_pickles_as_its_module_not_main():
-    from start_daskmpi.servers import NannyWorker
+    from start_daskmpi.servers.workers import NannyWorker
 
-    assert NannyWorker.__module__ == "start_daskmpi.servers"
-    assert b"start_daskmpi.servers" in pickle.dumps(NannyWorker)
+    assert NannyWorker.__module__ == "start_daskmpi.servers.workers"
+    assert b"start_daskmpi.servers.workers" in pickle.dumps(NannyWorker)
+
+
+# --- the layers: each subpackage imports only those below it -------------------
+
+LAYERS = ["errors", "plan", "mpi", "security", "servers", "driver", "lifecycle", "modes", "cli"]
+PACKAGE = ROOT / "start_daskmpi"
+
+
+def module_name(path) -> str:
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def imports_of(path) -> set[str]:
+    """The package's modules that ``path`` imports, at its top or in a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: a relative import")
+        names = ([node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                 if isinstance(node, ast.ImportFrom) and node.module
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        found.update(n for n in names if n.startswith("start_daskmpi."))
+    return found
+
+
+def layer(module: str) -> str:
+    """Its subpackage (or top module): ``plan`` for start_daskmpi.plan.layout."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+# The package's __init__ and __main__ are entries, above every layer.
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in LAYERS))
+def test_a_module_imports_only_its_own_layer_and_those_below(module):
+    below = LAYERS[:LAYERS.index(layer(module)) + 1]
+    upward = sorted(m for m in imports_of(MODULES[module])
+                    if m in MODULES and layer(m) not in below)
+    assert upward == [], f"{module} imports from a layer above its own"
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = {m: {i for i in imports_of(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+
+    def circle_from(start):
+        path, seen = [start], set()
+
+        def walk(node):
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    path.append(nxt)
+                    if found := walk(nxt):
+                        return found
+                    path.pop()
+            return None
+
+        return walk(start)
+
+    circles = [circle for m in sorted(graph) if (circle := circle_from(m))]
+    assert circles == []
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_is_over_400_lines(module):
+    assert len(MODULES[module].read_text().splitlines()) <= 400
+
+
+def test_mpi4py_is_imported_in_mpi_alone():
+    importers = sorted(m for m, p in MODULES.items() if layer(m) != "mpi"
+                       and "mpi4py" in {n.split(".")[0] for n in python_imports(p)})
+    assert importers == []
+
+
+def python_imports(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from distributed import Security
 
-from start_daskmpi import servers
-from start_daskmpi.banners import (
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.lifecycle.checks import check_local_directory, check_script
+from start_daskmpi.mpi.world import launcher_world, mpi_world
+from start_daskmpi.plan.banners import (
     ROUTE_HINT,
     DashboardPlace,
     Forward,
@@ -26,24 +28,22 @@ from start_daskmpi.banners import (
     nested_ssh_command,
     ssh_command,
 )
-from start_daskmpi.checks import check_local_directory, check_script
-from start_daskmpi.errors import LaunchError
-from start_daskmpi.logs import DASK_LOGGER_ROOTS, OneLineFormatter, dask_loggers
-from start_daskmpi.mpi import launcher_world, mpi_world
-from start_daskmpi.network import check_interface
-from start_daskmpi.options import parse_args
-from start_daskmpi.places import (
+from start_daskmpi.plan.config import from_argv
+from start_daskmpi.plan.folders import default_local_directory, default_log_dir
+from start_daskmpi.plan.network import check_interface
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.plan.ports import (
     Endpoint,
     choose_port,
     dashboard_address,
-    default_local_directory,
-    default_log_dir,
-    make_log_dir,
     parse_host_port,
     port_is_free,
 )
-from start_daskmpi.servers import start_scheduler
-from start_daskmpi.sites import route_is_a_guess, site_of, ssh_route
+from start_daskmpi.plan.sites import route_is_a_guess, site_of, ssh_route
+from start_daskmpi.security.private import make_log_dir
+from start_daskmpi.servers import scheduler as servers
+from start_daskmpi.servers.logs import DASK_LOGGER_ROOTS, OneLineFormatter, dask_loggers
+from start_daskmpi.servers.scheduler import start_scheduler
 
 
 def test_explicit_free_port_is_kept():
@@ -329,7 +329,7 @@ READ_ONLY_FOR_ROOT = (
 )
 CHECK = """
 import sys
-from start_daskmpi.checks import check_local_directory
+from start_daskmpi.lifecycle.checks import check_local_directory
 from start_daskmpi.errors import LaunchError
 try:
     check_local_directory(sys.argv[1])
@@ -420,10 +420,10 @@ def test_a_port_taken_between_choice_and_bind(monkeypatch, explicit, tmp_path):
         sd_scheduler_options = servers.scheduler_options
         monkeypatch.setattr(servers, "scheduler_options", racing)
         argv = ["--interface", "lo", "--no-tls", "--dashboard-address", "127.0.0.1:0"]
-        args = parse_args([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
+        config = from_argv([*argv, *(["--scheduler-port", str(port)] if explicit else [])])
 
         async def start() -> int:
-            scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
+            scheduler, _ = await start_scheduler(config, Security(), tmp_path, "lo")
             async with scheduler:
                 return scheduler.port
 
@@ -444,11 +444,11 @@ def test_a_dashboard_port_asked_for_and_taken_between_choice_and_bind(monkeypatc
         taken.listen()
         port = taken.getsockname()[1]
         monkeypatch.setattr(servers, "port_is_free", lambda host, p: True)  # the race
-        args = parse_args(["--interface", "lo", "--no-tls",
-                           "--dashboard-address", f"127.0.0.1:{port}"])
+        config = from_argv(["--interface", "lo", "--no-tls",
+                            "--dashboard-address", f"127.0.0.1:{port}"])
 
         async def start() -> None:
-            scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
+            scheduler, _ = await start_scheduler(config, Security(), tmp_path, "lo")
             await scheduler.close()
 
         with warnings.catch_warnings(record=True) as warned:
@@ -469,14 +469,14 @@ def test_the_dashboard_is_served_on_a_private_socket_and_no_port(tmp_path):
     from tornado.netutil import Resolver
 
     pytest.importorskip("bokeh")
-    args = parse_args(["--interface", "lo", "--no-tls"])
+    config = from_argv(["--interface", "lo", "--no-tls"])
 
     class ToTheSocket(Resolver):
         async def resolve(self, host, port, family=0):
             return [(socket.AF_UNIX, str(tmp_path / "dashboard.sock"))]
 
     async def served() -> tuple[Endpoint, set, int, bytes]:
-        scheduler, dashboard = await start_scheduler(args, Security(), 0, tmp_path)
+        scheduler, dashboard = await start_scheduler(config, Security(), tmp_path, "lo")
         async with scheduler:
             ports = {c.laddr.port for c in psutil.net_connections("tcp")
                      if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()}
@@ -516,14 +516,16 @@ def test_dashboard_address_option_is_checked_at_parse():
 
 
 def test_no_nanny_with_several_gpus_locally_is_an_error(monkeypatch):
-    from start_daskmpi import local
-    from start_daskmpi.layout import Node
+    from start_daskmpi.modes import local
+    from start_daskmpi.plan.layout import Node
 
     two_gpus = Node("here", ("0", "1"), 8, 2**34)
-    monkeypatch.setattr(local, "this_node", lambda *args, **kwargs: two_gpus)
-    assert len(local.local_layout(parse_args([])).workers) == 2
+    def roles(argv):
+        return local.local_roles(from_argv(argv), [0], [two_gpus], [{}])
+
+    assert len(roles([]).workers) == 2
     with pytest.raises(LaunchError, match="--no-nanny runs every worker in this one process"):
-        local.local_layout(parse_args(["--no-nanny"]))
+        roles(["--no-nanny"])
 
 
 def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
@@ -531,8 +533,8 @@ def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
     the others take its scratch from it, asking DNS nothing."""
     import socket
 
-    from start_daskmpi import node as node_module
-    from start_daskmpi.roles import options_on_node
+    from start_daskmpi.lifecycle.cluster import scratch_of
+    from start_daskmpi.plan import node as node_module
 
     asked = []
     frontier = "n7.frontier.olcf.ornl.gov"
@@ -541,11 +543,8 @@ def test_a_node_asks_dns_once_and_its_ranks_take_its_scratch(monkeypatch):
                         lambda environ, site: f"/scratch of {site.name}")
     found = node_module.this_node(0)
     assert found.scratch == "/scratch of Frontier" and len(asked) == 1
-    args = parse_args(["job.py"])
-    mine = options_on_node(args, found, "hsn0")
-    assert (mine.local_directory, mine.interface) == ("/scratch of Frontier", "hsn0")
-    assert options_on_node(parse_args(["--local-directory", "/mine", "job.py"]), found,
-                           None).local_directory == "/mine"
+    assert scratch_of(from_argv(["job.py"]), found) == "/scratch of Frontier"
+    assert scratch_of(from_argv(["--local-directory", "/mine", "job.py"]), found) == "/mine"
     assert len(asked) == 1
 
 
@@ -555,7 +554,7 @@ def test_jupyterlab_whose_port_was_taken_meanwhile_starts_on_the_next(tmp_path):
     launcher took it: JupyterLab says so in its log, and starts again on the
     next free port (a real JupyterLab, twice, with the job's one config)."""
     pytest.importorskip("jupyterlab")
-    from start_daskmpi.jupyterlab_mode import (
+    from start_daskmpi.driver.jupyterlab import (
         JUPYTER_START_TIMEOUT,
         lab_config,
         start_jupyterlab,
@@ -563,7 +562,7 @@ def test_jupyterlab_whose_port_was_taken_meanwhile_starts_on_the_next(tmp_path):
         stop_jupyterlab,
         wait_until_serving,
     )
-    from start_daskmpi.places import DEFAULT_JUPYTER_PORT, port_is_free
+    from start_daskmpi.plan.ports import DEFAULT_JUPYTER_PORT, port_is_free
 
     log, token = tmp_path / "jupyterlab.log", "t" * 43
     config = lab_config(token, None, tmp_path)
@@ -588,7 +587,7 @@ def test_jupyterlab_whose_port_was_taken_meanwhile_starts_on_the_next(tmp_path):
 
 
 def test_jupyterlab_that_fails_otherwise_or_on_an_asked_port_is_an_error(tmp_path):
-    from start_daskmpi.jupyterlab_mode import start_serving_jupyterlab
+    from start_daskmpi.driver.jupyterlab import start_serving_jupyterlab
 
     log = tmp_path / "jupyterlab.log"
     log.write_text("[C ServerApp] ERROR: ... because port 7787 is not available.\n")
@@ -618,7 +617,8 @@ def serving_never(log):
 
 
 def test_workers_spill_into_a_private_folder_of_the_scratch_removed_after(tmp_path):
-    from start_daskmpi.places import local_directory, private_scratch
+    from start_daskmpi.plan.folders import local_directory
+    from start_daskmpi.security.private import private_scratch
 
     given = tmp_path / "scratch"
     given.mkdir()
@@ -691,7 +691,7 @@ def test_the_banners_whole():
 
 
 def test_ports_at_the_edges_and_on_ipv6():
-    from start_daskmpi.places import join_host_port
+    from start_daskmpi.plan.ports import join_host_port
 
     assert parse_host_port(":65535") == ("", 65535)
     for text in (":65536", "[::1:8787"):
@@ -721,8 +721,8 @@ def test_ports_at_the_edges_and_on_ipv6():
 
 
 def test_the_scratch_candidates_in_order():
-    from start_daskmpi.places import NODE_SCRATCH
-    from start_daskmpi.sites import SITES
+    from start_daskmpi.plan.folders import NODE_SCRATCH
+    from start_daskmpi.plan.sites import SITES
 
     tried = []
     frontier = next(site for site in SITES if site.name == "Frontier")
@@ -733,7 +733,7 @@ def test_the_scratch_candidates_in_order():
 
 
 def test_a_private_folder_is_made_whole_and_others_shut_out(tmp_path):
-    from start_daskmpi.places import private_dir
+    from start_daskmpi.security.private import private_dir
 
     old = os.umask(0)  # the modes are the code's, not the umask's
     try:
@@ -755,7 +755,7 @@ def test_a_private_folder_is_made_whole_and_others_shut_out(tmp_path):
 
 
 def test_a_node_without_a_full_name_is_reached_by_its_hostname():
-    from start_daskmpi.sites import default_ssh_hops
+    from start_daskmpi.plan.sites import default_ssh_hops
 
     assert default_ssh_hops("node7", "", "ada") == ["ada@node7"]
 
@@ -763,8 +763,8 @@ def test_a_node_without_a_full_name_is_reached_by_its_hostname():
 def test_the_default_scratch_is_the_sites_where_the_batch_system_gives_none(
     tmp_path, monkeypatch
 ):
-    from start_daskmpi import places
-    from start_daskmpi.sites import Site
+    from start_daskmpi.plan import folders as places
+    from start_daskmpi.plan.sites import Site
 
     site_scratch = tmp_path / "bb"
     site_scratch.mkdir()
@@ -800,7 +800,7 @@ def test_log_folders_of_one_job_are_numbered_up_to_a_bound(tmp_path, monkeypatch
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to give a folder to another user")
 def test_a_folder_of_someone_else_is_refused(tmp_path):
-    from start_daskmpi.places import private_dir
+    from start_daskmpi.security.private import private_dir
 
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o700)
@@ -814,7 +814,7 @@ def test_a_folder_of_someone_else_is_refused(tmp_path):
 def test_failed_handshakes_are_one_line_then_a_count_an_interval(monkeypatch):
     import logging
 
-    from start_daskmpi import logs
+    from start_daskmpi.servers import logs
 
     now = [100.0]
     monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import parse_args
-from start_daskmpi.pre_imports import check_modules, modules_for, parse_modules
+from start_daskmpi.plan.options import parse_args
+from start_daskmpi.plan.values import parse_modules
+from start_daskmpi.servers.pre_imports import check_modules, modules_for
 
 
 @pytest.mark.parametrize("text, names", [

@@ -15,7 +15,7 @@ from launch import ROOT
 # the roles' SIGTERM handler), then a child, as the nanny starts its workers.
 RANK = """
 import os, signal, subprocess, sys, time
-from start_daskmpi.rank_signals import keep_sigusr1_from_children, take_sigusr1
+from start_daskmpi.mpi.launcher_signals import keep_sigusr1_from_children, take_sigusr1
 
 keep_sigusr1_from_children(os.environ)
 take_sigusr1(os.environ)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from start_daskmpi.driver.registration import min_workers
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import parse_args
-from start_daskmpi.registration import min_workers
+from start_daskmpi.plan.options import parse_args
 
 
 @pytest.mark.parametrize("option, planned, need", [

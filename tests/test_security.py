@@ -1,6 +1,6 @@
 """The red-team suite: what another user of the machine tries against a job,
 each attempt run as that user (uid ``nobody``, through setpriv, as root), and
-each failing.  README's threat model says what these prove.
+each failing.  docs/security.md's threat model says what these prove.
 
 Needs root and setpriv (CI has both); skipped elsewhere with the reason.  Every
 file the other user makes is in a shared folder this module makes and removes.
@@ -133,7 +133,7 @@ def test_a_log_folder_another_user_made_is_refused(tmp_path, shared):
 ])
 def test_a_log_folder_of_ones_own_that_others_can_enter_is_refused(tmp_path, how, said):
     from start_daskmpi.errors import LaunchError
-    from start_daskmpi.places import make_log_dir
+    from start_daskmpi.security.private import make_log_dir
 
     folder = tmp_path / "logs"
     if how == "open":
@@ -148,7 +148,7 @@ def test_a_log_folder_of_ones_own_that_others_can_enter_is_refused(tmp_path, how
 
 
 def test_logs_are_private_from_their_creation_and_never_follow_a_link(tmp_path):
-    from start_daskmpi.logs import open_private
+    from start_daskmpi.servers.logs import open_private
 
     with open_private(tmp_path / "rank0.log") as log:
         assert stat.S_IMODE(os.fstat(log.fileno()).st_mode) == 0o600
@@ -203,7 +203,7 @@ def test_the_clients_key_is_private_on_its_node_and_gone_after_the_job(tmp_path)
 def test_every_process_has_a_key_of_its_own_signed_by_the_jobs_authority():
     from cryptography import x509
 
-    from start_daskmpi.security import job_authority
+    from start_daskmpi.security.tls import job_authority
 
     authority = job_authority()
     first, second = authority.credentials("scheduler"), authority.credentials("client")
@@ -275,7 +275,7 @@ def test_the_dashboard_relays_to_no_other_host_or_port(tmp_path):
 def test_certificates_last_until_the_jobs_end_where_the_batch_system_says_it():
     import datetime
 
-    from start_daskmpi.security import CLOCK_SKEW, DEFAULT_LIFETIME, certificate_end
+    from start_daskmpi.security.tls import CLOCK_SKEW, DEFAULT_LIFETIME, certificate_end
 
     now = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
     end = now + datetime.timedelta(hours=2)
@@ -449,7 +449,7 @@ while time.time() < deadline:
 IMPORTS_ON_THE_SCHEDULER = """
 import importlib, json, sys
 from distributed import get_client
-from start_daskmpi.ownership import interpreter_writers, path_entry_problem, the_user
+from start_daskmpi.security.ownership import interpreter_writers, path_entry_problem, the_user
 client = get_client()
 try:  # as a graph that names a module does: the scheduler imports it
     client.run_on_scheduler(lambda: importlib.import_module("evilmod") and None)
@@ -521,7 +521,7 @@ def test_a_folder_others_can_change_on_sys_path_stops_the_job_in_one_line(tmp_pa
     ("below sticky", None),  # a folder of one's own in /tmp: no one else can replace it
 ])
 def test_which_import_folders_another_user_could_change(tmp_path, how, said):
-    from start_daskmpi.ownership import path_entry_problem, the_user
+    from start_daskmpi.security.ownership import path_entry_problem, the_user
 
     parent = tmp_path / "p"
     parent.mkdir()
@@ -546,7 +546,7 @@ def test_which_import_folders_another_user_could_change(tmp_path, how, said):
 def test_whoever_can_change_the_interpreter_is_trusted_with_its_folders():
     """A site's software stack, owned by its staff: they can change the Python
     itself, so trusting its site-packages adds no one."""
-    from start_daskmpi.ownership import (
+    from start_daskmpi.security.ownership import (
         Trusted,
         interpreter_writers,
         path_entry_problem,
@@ -747,7 +747,7 @@ def http_get(url: str, token: str) -> tuple[int, bytes]:
 
 
 def test_a_port_is_free_only_where_both_loopbacks_have_it():
-    from start_daskmpi.places import port_is_free
+    from start_daskmpi.plan.ports import port_is_free
 
     if not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback on this machine")

@@ -18,18 +18,18 @@ from distributed import Nanny, Security, Worker
 from distributed.core import Status
 
 from launch import PACKAGE_PATH
-from start_daskmpi import servers
-from start_daskmpi.checks import check_dask_cuda
 from start_daskmpi.errors import LaunchError
-from start_daskmpi.gpus import uses_dask_cuda
-from start_daskmpi.layout import Role
-from start_daskmpi.options import parse_args
-from start_daskmpi.servers import (
+from start_daskmpi.lifecycle.checks import check_dask_cuda
+from start_daskmpi.plan.config import from_argv
+from start_daskmpi.plan.gpus import uses_dask_cuda
+from start_daskmpi.plan.layout import Role
+from start_daskmpi.servers import scheduler as servers
+from start_daskmpi.servers.scheduler import start_scheduler
+from start_daskmpi.servers.workers import (
     NannyWorker,
     dask_cuda_memory_options,
     environment,
     make_worker,
-    start_scheduler,
 )
 
 GPU_WORKER = Role(2, "worker", "n", "n-gpu3", "3", 1, 2**30)
@@ -51,11 +51,11 @@ def without_dask_cuda(request, monkeypatch):
 
 
 def made(role: Role, argv: list[str], tmp_path: Path):
-    args = parse_args([*argv, "--local-directory", str(tmp_path)])
+    config = from_argv([*argv, "--local-directory", str(tmp_path)])
 
     async def construct():
-        return make_worker("tcp://127.0.0.1:1", role, args, Security(), tmp_path / "w.log",
-                           str(tmp_path / "scratch"))
+        return make_worker("tcp://127.0.0.1:1", role, config, Security(), tmp_path / "w.log",
+                           str(tmp_path / "scratch"), None)
 
     return asyncio.run(construct())
 
@@ -133,22 +133,22 @@ def test_dask_cuda_options_where_no_dask_cuda_worker_runs_are_an_error(
     dask_cuda_installed, role, argv, words
 ):
     with pytest.raises(LaunchError, match=words):
-        check_dask_cuda(role, parse_args(argv))
+        check_dask_cuda(role, from_argv(argv))
 
 
 def test_dask_cuda_options_on_an_nvidia_gpu_pass(dask_cuda_installed):
-    check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+    check_dask_cuda(GPU_WORKER, from_argv(["--rmm-pool-size", "1GB"]))
 
 
 def test_a_dask_cuda_too_old_for_the_rmm_pool_says_so_at_start(dask_cuda_installed):
     dask_cuda_installed.release = "24.8.2"
     with pytest.raises(LaunchError) as raised:
-        check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+        check_dask_cuda(GPU_WORKER, from_argv(["--rmm-pool-size", "1GB"]))
     assert str(raised.value) == (
         "--rmm-pool-size needs dask-cuda 24.12 or later (this node has 24.8.2): "
         "pip install -U 'dask-cuda>=24.12', or drop --rmm-pool-size"
     )
-    check_dask_cuda(GPU_WORKER, parse_args(["--device-memory-limit", "0.8"]))
+    check_dask_cuda(GPU_WORKER, from_argv(["--device-memory-limit", "0.8"]))
 
 
 @pytest.mark.parametrize("argv, asked", [
@@ -160,7 +160,7 @@ def test_a_dask_cuda_too_old_for_the_rmm_pool_says_so_at_start(dask_cuda_install
 def test_dask_cuda_is_given_only_what_was_asked(argv, asked):
     """Every other keyword keeps the installed dask-cuda's default, which
     differs by release (and older ones refuse newer keywords)."""
-    assert dask_cuda_memory_options(parse_args(argv)) == asked
+    assert dask_cuda_memory_options(from_argv(argv)) == asked
 
 
 @pytest.mark.parametrize("argv, config, preload", [
@@ -194,18 +194,19 @@ def test_dask_cuda_gets_the_preloads_as_a_list(dask_cuda_installed, monkeypatch,
 
 def test_dask_cuda_options_without_dask_cuda_say_what_to_install():
     with pytest.raises(LaunchError, match="comes from dask-cuda: pip install dask-cuda"):
-        check_dask_cuda(GPU_WORKER, parse_args(["--rmm-pool-size", "1GB"]))
+        check_dask_cuda(GPU_WORKER, from_argv(["--rmm-pool-size", "1GB"]))
 
 
 def test_the_protocol_each_server_speaks(tmp_path):
     """TLS unless --no-tls; then what --protocol says, else Dask's default."""
-    from start_daskmpi.servers import comm_protocol, scheduler_options
+    from start_daskmpi.servers.info import comm_protocol
+    from start_daskmpi.servers.scheduler import scheduler_options
 
-    assert comm_protocol(parse_args(["job.py"])) == "tls"
-    assert comm_protocol(parse_args(["--no-tls", "job.py"])) is None
-    assert comm_protocol(parse_args(["--no-tls", "--protocol", "ucx", "job.py"])) == "ucx"
-    args = parse_args(["--no-tls", "--protocol", "ucx", "--scheduler-port", "0", "job.py"])
-    assert scheduler_options(args, Security(), Path("/private"))["protocol"] == "ucx"
+    assert comm_protocol(from_argv(["job.py"])) == "tls"
+    assert comm_protocol(from_argv(["--no-tls", "job.py"])) is None
+    assert comm_protocol(from_argv(["--no-tls", "--protocol", "ucx", "job.py"])) == "ucx"
+    config = from_argv(["--no-tls", "--protocol", "ucx", "--scheduler-port", "0", "job.py"])
+    assert scheduler_options(config, Security(), Path("/private"), None)["protocol"] == "ucx"
     nanny = made(CPU_WORKER, ["--no-tls", "--protocol", "ucx"], tmp_path)
     assert nanny.worker_kwargs["protocol"] == "ucx"  # what its worker process listens on
 
@@ -215,7 +216,7 @@ def test_the_scheduler_rank_imports_what_its_start_will_meanwhile(tmp_path):
     the scheduler (dashboard on) imports next to nothing of distributed's."""
     code = (
         "import asyncio, importlib, sys, dask\n"
-        "from start_daskmpi.servers import dashboard_routes, scheduler_modules\n"
+        "from start_daskmpi.servers.scheduler import dashboard_routes, scheduler_modules\n"
         "from distributed import Scheduler\n"
         "names = scheduler_modules(dashboard=True)\n"
         "assert 'distributed.http.proxy' not in names, names\n"
@@ -241,12 +242,12 @@ def test_without_a_nanny_the_pre_imports_are_done_before_the_worker_exists(
     when its first task imports a module (pre_imports.py)."""
     (tmp_path / "imported_early.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = parse_args(["--no-nanny", "--no-tls", "--pre-import", "imported_early",
+    config = from_argv(["--no-nanny", "--no-tls", "--pre-import", "imported_early",
                        "--local-directory", str(tmp_path)])
     threads_before = threading.active_count()  # none started to import them
     try:
-        worker = make_worker("tcp://127.0.0.1:1", CPU_WORKER, args, Security(),
-                             tmp_path / "w.log", str(tmp_path / "scratch"))
+        worker = make_worker("tcp://127.0.0.1:1", CPU_WORKER, config, Security(),
+                             tmp_path / "w.log", str(tmp_path / "scratch"), None)
         assert "imported_early" in sys.modules and worker.status == Status.init
         assert threading.active_count() == threads_before
     finally:
@@ -256,7 +257,7 @@ def test_without_a_nanny_the_pre_imports_are_done_before_the_worker_exists(
 def test_the_schedulers_pre_imports_are_done_before_it_starts(tmp_path, monkeypatch):
     (tmp_path / "imported_by_the_scheduler.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = parse_args(["--no-tls", "--interface", "lo", "--pre-import",
+    config = from_argv(["--no-tls", "--interface", "lo", "--pre-import",
                        "imported_by_the_scheduler"])
     order = []
     monkeypatch.setattr(servers, "import_each", lambda names: order.append(("import", names)))
@@ -269,7 +270,7 @@ def test_the_schedulers_pre_imports_are_done_before_it_starts(tmp_path, monkeypa
     monkeypatch.setattr(servers, "Scheduler", made)
 
     async def run():
-        scheduler, _ = await start_scheduler(args, Security(), 0, tmp_path)
+        scheduler, _ = await start_scheduler(config, Security(), tmp_path, "lo")
         await scheduler.close()
 
     asyncio.run(run())

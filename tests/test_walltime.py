@@ -8,19 +8,21 @@ import time
 
 import pytest
 
-from start_daskmpi.errors import LaunchError
-from start_daskmpi.options import parse_args
-from start_daskmpi.script import Terminated
-from start_daskmpi.walltime import (
-    JobEnd,
+from start_daskmpi.driver.script import Terminated
+from start_daskmpi.driver.walltime import (
+    Deadline,
     WalltimeReached,
-    job_end,
+    deadline,
     parse_clock,
     stop_at,
     stopped_before_walltime,
 )
+from start_daskmpi.errors import LaunchError
+from start_daskmpi.plan.options import parse_args
 
 STIME = "Fri Nov 27 20:00:00 2026"
+
+
 
 
 def qstat_answering(walltime: str):
@@ -54,17 +56,17 @@ def test_the_option_takes_durations_too_and_the_margin_defaults_to_a_minute():
 
 
 def test_each_batch_systems_end():
-    assert job_end(None, 0, {"SLURM_JOB_END_TIME": "1800000000"}) == JobEnd(1.8e9, "Slurm")
-    assert job_end(None, 0, {"COBALT_ENDTIME": "1800000060"}) == JobEnd(1.8e9 + 60, "Cobalt")
+    assert deadline(None, 0, {"SLURM_JOB_END_TIME": "1800000000"}) == Deadline(1.8e9, "Slurm")
+    assert deadline(None, 0, {"COBALT_ENDTIME": "1800000060"}) == Deadline(1.8e9 + 60, "Cobalt")
     started = time.mktime(time.strptime(STIME, "%a %b %d %H:%M:%S %Y"))
-    pbs = job_end(None, 0, {"PBS_JOBID": "42.pbs"}, qstat_answering("01:00:00"))
-    assert pbs == JobEnd(started + 3600, "PBS")
-    assert job_end(None, 0, {}) is None
+    pbs = deadline(None, 0, {"PBS_JOBID": "42.pbs"}, qstat_answering("01:00:00"))
+    assert pbs == Deadline(started + 3600, "PBS")
+    assert deadline(None, 0, {}) is None
 
 
 def test_the_option_wins_and_counts_from_the_start():
     environ = {"SLURM_JOB_END_TIME": "1800000000"}
-    assert job_end(600, 1000.0, environ) == JobEnd(1600.0, "--walltime")
+    assert deadline(600, 1000.0, environ) == Deadline(1600.0, "--walltime")
 
 
 @pytest.mark.parametrize("qstat_fails", [
@@ -74,12 +76,12 @@ def test_the_option_wins_and_counts_from_the_start():
 def test_a_qstat_that_does_not_answer_gives_no_end(qstat_fails):
     def qstat(command):
         raise qstat_fails
-    assert job_end(None, 0, {"PBS_JOBID": "42.pbs"}, qstat) is None
-    assert job_end(None, 0, {"PBS_JOBID": "42.pbs"}, qstat_answering("soon")) is None
+    assert deadline(None, 0, {"PBS_JOBID": "42.pbs"}, qstat) is None
+    assert deadline(None, 0, {"PBS_JOBID": "42.pbs"}, qstat_answering("soon")) is None
 
 
 def test_the_stop_comes_the_margin_before_the_end():
-    assert stop_at(JobEnd(1000.0, "Slurm"), 60) == 940.0
+    assert stop_at(Deadline(1000.0, "Slurm"), 60) == 940.0
 
 
 @pytest.mark.timeout(30)
@@ -92,11 +94,11 @@ def test_the_stop_interrupts_the_main_thread_as_sigterm_does():
     previous = signal.signal(signal.SIGTERM, driver_handler)
     try:
         with pytest.raises(Terminated) as plain:
-            with stopped_before_walltime(JobEnd(time.time() + 600, "Slurm"), 60):
+            with stopped_before_walltime(Deadline(time.time() + 600, "Slurm"), 60):
                 signal.raise_signal(signal.SIGTERM)
         assert not isinstance(plain.value, WalltimeReached)
         with pytest.raises(WalltimeReached, match=r"walltime ends at .* \(Slurm\), in 1 s"):
-            with stopped_before_walltime(JobEnd(time.time() + 1.5, "Slurm"), 1):
+            with stopped_before_walltime(Deadline(time.time() + 1.5, "Slurm"), 1):
                 time.sleep(20)
         assert signal.getsignal(signal.SIGTERM) is driver_handler  # given back
     finally:

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from launch import FORK_SERVER, PACKAGE_PATH, ROOT, SCRIPTS
-from start_daskmpi import worker_processes
-from start_daskmpi.worker_processes import nanny_survives_fast_starts
+from start_daskmpi.servers import worker_processes
+from start_daskmpi.servers.worker_processes import nanny_survives_fast_starts
 
 needs_the_fix = pytest.mark.skipif(not FORK_SERVER, reason="no fork server before distributed "
                                    "2026.7 (worker_processes.NANNY_RACE_FIXED)")
@@ -97,7 +97,7 @@ def test_worker_processes_come_from_a_fork_server_unless_another_method_was_chos
     code = (
         "import os, time, dask, psutil\n"
         "from distributed.utils import get_mp_context\n"
-        "from start_daskmpi.worker_processes import start_fork_server\n"
+        "from start_daskmpi.servers.worker_processes import start_fork_server\n"
         f"dask.config.set({{'distributed.worker.multiprocessing-method': {method!r}}})\n"
         "start_fork_server()\n"
         "child = get_mp_context().Process(target=time.sleep, args=(10,))\n"

@@ -9,7 +9,7 @@ import mpi4py
 mpi4py.rc.finalize = False
 from mpi4py import MPI  # noqa: E402
 
-from start_daskmpi.mpi import faults_end_the_job  # noqa: E402
+from start_daskmpi.mpi.ending import faults_end_the_job  # noqa: E402
 
 logging.basicConfig(stream=sys.stderr, format="%(message)s")
 with faults_end_the_job(MPI.COMM_WORLD):

@@ -25,7 +25,7 @@ def probe(rank: int, held: str, answer) -> None:
 
 
 if __name__ == "__main__":
-    from start_daskmpi.worker_processes import start_fork_server
+    from start_daskmpi.servers.worker_processes import start_fork_server
 
     held, threads = sys.argv[1], sys.argv[2]
     distributed.marked_by = os.getpid()  # as this rank left it: a fork would keep it

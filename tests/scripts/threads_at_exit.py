@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 
-from start_daskmpi.mpi import exit_past_python
+from start_daskmpi.mpi.ending import exit_past_python
 
 # A thread waiting for the GIL asks for it after this long: longer than the
 # exit below, so that it can have it sooner only if the GIL is let go.

@@ -6,7 +6,8 @@ import mpi4py
 mpi4py.rc.finalize = False  # as the launcher runs: exit_together finalises
 from mpi4py import MPI  # noqa: E402
 
-from start_daskmpi.mpi import TAG_END, exit_together  # noqa: E402
+from start_daskmpi.mpi.ending import exit_together  # noqa: E402
+from start_daskmpi.mpi.world import TAG_END  # noqa: E402
 
 world = MPI.COMM_WORLD
 rank = world.rank
