@@ -15,6 +15,7 @@ against its expectation; a wrong one makes the exit status 1.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import math
@@ -94,7 +95,7 @@ def compute(client, array: da.Array, workers: list[str] | None) -> float:
     future = client.compute(array, workers=workers)
     try:
         wait(future, timeout=PROGRESS_AFTER)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # distributed's; the builtin TimeoutError since Python 3.11
         progress(future, notebook=False)
         print()
     return float(future.result())

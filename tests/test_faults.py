@@ -28,7 +28,7 @@ from launch import (
     our_lines,
     report,
 )
-from start_daskmpi.gpus import count_gpus
+from start_daskmpi.plan.gpus import count_gpus
 
 HOST = socket.gethostname().split(".")[0]
 TRACEBACK = "Traceback (most recent call last)"
@@ -172,7 +172,7 @@ def test_the_walltime_stops_the_script_a_margin_before_it(loopback, tmp_path, re
 def test_a_walltime_already_within_the_margin_is_one_line(loopback, record):
     run = launch([*loopback, "--walltime", "30", str(SCRIPTS / "report_cluster.py")], np=3)
     record(run, "--walltime shorter than --walltime-margin")
-    assert run.rc == 1 and run.leftovers == [], run
+    assert run.rc == 2 and run.leftovers == [], run
     (line,) = our_lines(run.stderr)
     assert re.fullmatch(
         r"start_daskmpi: error: the job's walltime ends at \d\d:\d\d:\d\d \(--walltime\), "
@@ -427,12 +427,13 @@ def test_two_launchers_on_one_node_at_once_both_run(tmp_path, record):
 
 
 WANTS_A_GPU = """
+import asyncio
 from distributed import get_client, wait
 client = get_client()
 future = client.submit(sum, [1, 2], resources={"GPU": 1})
 try:
     wait(future, timeout=5)
-except TimeoutError:
+except asyncio.TimeoutError:  # the builtin TimeoutError since Python 3.11
     print("STILL WAITING", flush=True)
 """
 

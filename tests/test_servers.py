@@ -240,16 +240,16 @@ def test_without_a_nanny_the_pre_imports_are_done_before_the_worker_exists(
 ):
     """Imported on the worker's thread before it exists: none is in progress
     when its first task imports a module (pre_imports.py)."""
-    (tmp_path / "imported_early.py").write_text("")
+    (tmp_path / "imported_early.py").write_text(
+        "import threading\nIMPORTED_ON = threading.current_thread()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = from_argv(["--no-nanny", "--no-tls", "--pre-import", "imported_early",
                        "--local-directory", str(tmp_path)])
-    threads_before = threading.active_count()  # none started to import them
     try:
         worker = make_worker("tcp://127.0.0.1:1", CPU_WORKER, config, Security(),
                              tmp_path / "w.log", str(tmp_path / "scratch"), None)
-        assert "imported_early" in sys.modules and worker.status == Status.init
-        assert threading.active_count() == threads_before
+        assert worker.status == Status.init
+        assert sys.modules["imported_early"].IMPORTED_ON is threading.current_thread()
     finally:
         sys.modules.pop("imported_early", None)
 

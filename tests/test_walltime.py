@@ -12,6 +12,7 @@ from start_daskmpi.driver.script import Terminated
 from start_daskmpi.driver.walltime import (
     Deadline,
     WalltimeReached,
+    check_time_left,
     deadline,
     parse_clock,
     stop_at,
@@ -23,6 +24,13 @@ from start_daskmpi.plan.options import parse_args
 STIME = "Fri Nov 27 20:00:00 2026"
 
 
+def test_a_job_that_would_stop_as_it_starts_is_a_mistake():
+    now = time.time()
+    check_time_left(None, 60)
+    check_time_left(Deadline(now + 61, "Slurm"), 60)
+    with pytest.raises(LaunchError, match=r"ends at \d\d:\d\d:\d\d \(Slurm\), within "
+                       r"--walltime-margin \(60 s\): lower the margin, or ask for a longer job"):
+        check_time_left(Deadline(now + 59, "Slurm"), 60)
 
 
 def qstat_answering(walltime: str):

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
-import psutil
 from distributed import Client, Security
 
 from start_daskmpi.driver.client_files import CLIENT_ENV, client_env_text, scheduler_file_text
@@ -28,7 +27,7 @@ from start_daskmpi.driver.script import (
     main_interrupted_when,
     run_script,
 )
-from start_daskmpi.driver.walltime import deadline, stop_at, stopped_before_walltime
+from start_daskmpi.driver.walltime import job_end, stopped_before_walltime
 from start_daskmpi.errors import LaunchError, report, warn
 from start_daskmpi.mpi.world import SIGNAL_GRACE
 from start_daskmpi.plan.banners import ROUTE_HINT, connection_banner, dashboard_link
@@ -199,12 +198,7 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
         )
     for note in notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
-    end = deadline(config.run.walltime, psutil.Process().create_time(), os.environ)
-    if end is not None and stop_at(end, config.run.walltime_margin) <= time.time():
-        raise LaunchError(
-            f"the job's walltime ends at {end.describe()}, within --walltime-margin "
-            f"({config.run.walltime_margin:g} s): lower the margin, or ask for a longer job"
-        )
+    end = job_end(config.run.walltime)  # checked before the servers started (checks.py)
     try:
         client = Client(info.address, timeout=config.run.startup_timeout, security=job.security)
     except OSError as e:

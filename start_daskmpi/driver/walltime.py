@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -19,7 +20,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+import psutil
+
 from start_daskmpi.driver.script import Terminated, main_interrupted_when
+from start_daskmpi.errors import LaunchError
 from start_daskmpi.plan.values import parse_clock
 
 logger = logging.getLogger("start_daskmpi")
@@ -74,6 +78,20 @@ def deadline(
         at = pbs_deadline(environ["PBS_JOBID"], qstat)
         return Deadline(at, "PBS") if at is not None else None
     return None
+
+
+def job_end(walltime: float | None) -> Deadline | None:
+    """This job's end, ``walltime`` (--walltime) counted from this process's start."""
+    return deadline(walltime, psutil.Process().create_time(), os.environ)
+
+
+def check_time_left(end: Deadline | None, margin: float) -> None:
+    """A job that would be stopped as it starts: one line before any server starts."""
+    if end is not None and stop_at(end, margin) <= time.time():
+        raise LaunchError(
+            f"the job's walltime ends at {end.describe()}, within --walltime-margin "
+            f"({margin:g} s): lower the margin, or ask for a longer job"
+        )
 
 
 def stop_at(end: Deadline, margin: float) -> float:

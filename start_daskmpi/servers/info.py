@@ -90,7 +90,7 @@ def describe(error: BaseException) -> str:
     while cause is not None and cause not in chain:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    if any(isinstance(e, TimeoutError) for e in chain):
+    if any(isinstance(e, (TimeoutError, asyncio.TimeoutError)) for e in chain):  # two before 3.11
         return "it did not start in time"
     first = chain[-1]
     return f"{type(first).__name__}: {first}"
