@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from start_daskmpi import cli
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.lifecycle.checks import preflight
-from start_daskmpi.lifecycle.cluster import command_roles, plan
+from start_daskmpi.lifecycle.cluster import command_roles, roles_and_interfaces
 from start_daskmpi.plan.config import from_args
 from start_daskmpi.plan.folders import local_directory
 from start_daskmpi.plan.gpus import VENDORS
@@ -166,8 +166,8 @@ def test_every_rank_starts_or_says_why_in_one_line(argv, nodes, gpus, in_a_folde
     rank_nodes = block_placement(nodes * (gpus + 2), nodes)
     try:
         config = from_args(args)
-        layout, interfaces, _ = plan(config, rank_nodes, node_list, [{}] * len(rank_nodes),
-                                     command_roles)
+        layout, interfaces, _ = roles_and_interfaces(
+            config, rank_nodes, node_list, [{}] * len(rank_nodes), command_roles)
         make_log_dir(config.run.log_dir)
         scratch = config.workers.local_directory or local_directory(None)
         for role in layout.roles:

@@ -20,11 +20,11 @@ from start_daskmpi.plan.launchers import MPICH, OPEN_MPI, SLURM
 from start_daskmpi.plan.layout import (
     Node,
     Shape,
+    assign_local_roles,
     assign_roles,
     block_placement,
     describe_layout,
     format_ranks,
-    plan_local,
 )
 from start_daskmpi.plan.options import parse_args
 from start_daskmpi.plan.report import plan_report
@@ -209,7 +209,7 @@ def test_the_mask_of_the_batch_system_is_used_as_given():
 
 
 def test_local_layout_has_one_worker_per_gpu():
-    layout = plan_local(node("laptop", 2, cores=8), (8, 1))
+    layout = assign_local_roles(node("laptop", 2, cores=8), (8, 1))
     assert [r.kind for r in layout.roles] == ["scheduler", "driver", "worker", "worker"]
     assert [w.gpu for w in layout.workers] == ["0", "1"]
 
@@ -217,9 +217,9 @@ def test_local_layout_has_one_worker_per_gpu():
 def test_local_layout_without_gpu_splits_cores_as_localcluster_does():
     from distributed.deploy.utils import nprocesses_nthreads
 
-    layout = plan_local(node("laptop", 0, cores=16), nprocesses_nthreads(16))
+    layout = assign_local_roles(node("laptop", 0, cores=16), nprocesses_nthreads(16))
     assert [w.nthreads for w in layout.workers] == [4] * 4
-    assert len(plan_local(node("ci", 0, cores=2), nprocesses_nthreads(2)).workers) == 2
+    assert len(assign_local_roles(node("ci", 0, cores=2), nprocesses_nthreads(2)).workers) == 2
 
 
 @pytest.mark.parametrize(
@@ -470,9 +470,9 @@ def test_the_edges_of_a_nodes_share():
 
 
 def test_a_local_layout_passes_its_options_on():
-    gpus = plan_local(node("laptop", 2, cores=8), (8, 1))
+    gpus = assign_local_roles(node("laptop", 2, cores=8), (8, 1))
     assert {(w.nthreads, w.memory_limit) for w in gpus.workers} == {(1, 256 * GiB)}
-    cpus = plan_local(node("ci", 0, cores=4), (2, 2), nthreads=3, memory_limit="1GB")
+    cpus = assign_local_roles(node("ci", 0, cores=4), (2, 2), nthreads=3, memory_limit="1GB")
     assert {(w.nthreads, w.memory_limit) for w in cpus.workers} == {(3, "1GB")}
 
 

@@ -27,7 +27,7 @@ from start_daskmpi.driver.script import (
     main_interrupted_when,
     run_script,
 )
-from start_daskmpi.driver.walltime import job_end, stopped_before_walltime
+from start_daskmpi.driver.walltime import deadline_of_this_job, stopped_before_walltime
 from start_daskmpi.errors import LaunchError, report, warn
 from start_daskmpi.mpi.world import SIGNAL_GRACE
 from start_daskmpi.plan.banners import ROUTE_HINT, connection_banner, dashboard_link
@@ -50,7 +50,7 @@ def point_clients_here(job: Job, client: Client) -> None:
     """Make ``Client()`` with no arguments reach this cluster, with the driver's
     credentials: here, in the script's subprocesses, in JupyterLab's kernels,
     and in another shell of the user's that sources ``client.env`` (files in
-    the driver's private folder, which Job.end removes); and write
+    the driver's private folder, which Job.record_and_clean_up removes); and write
     --scheduler-file, which names that client.env for --join and connect()."""
     folder = job.client_folder
     folder.mkdir(mode=0o700)
@@ -159,7 +159,7 @@ class Job:
         came = self.registration.came if self.registration else set()
         return [role for role in self.layout.workers if str(role.name) in came]
 
-    def end(self, code: int) -> None:
+    def record_and_clean_up(self, code: int) -> None:
         """Leave what the job leaves once its status is known: the status, for
         a batch script; no client connected (the script's os._exit ends the job
         from inside the script, its clients open: the scheduler, closing, would
@@ -198,7 +198,7 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
         )
     for note in notes:
         print(f"start_daskmpi: warning: {note}", file=sys.stderr)
-    end = job_end(config.run.walltime)  # checked before the servers started (checks.py)
+    end = deadline_of_this_job(config.run.walltime)  # checked in the preflight (checks.py)
     try:
         client = Client(info.address, timeout=config.run.startup_timeout, security=job.security)
     except OSError as e:

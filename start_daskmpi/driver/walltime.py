@@ -80,7 +80,7 @@ def deadline(
     return None
 
 
-def job_end(walltime: float | None) -> Deadline | None:
+def deadline_of_this_job(walltime: float | None) -> Deadline | None:
     """This job's end, ``walltime`` (--walltime) counted from this process's start."""
     return deadline(walltime, psutil.Process().create_time(), os.environ)
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from start_daskmpi.driver.walltime import check_time_left, job_end
+from start_daskmpi.driver.walltime import check_time_left, deadline_of_this_job
 from start_daskmpi.errors import LaunchError
 from start_daskmpi.plan.config import Config
 from start_daskmpi.plan.folders import is_writable_dir
@@ -120,7 +120,7 @@ def preflight(role: Role, config: Config, interface: str | None, scratch: str) -
     if role.kind == "driver":
         check_own_path_to_write(config.run.scheduler_file, "--scheduler-file")
         check_own_path_to_write(config.run.status_file, "--status-file")
-        check_time_left(job_end(config.run.walltime), config.run.walltime_margin)
+        check_time_left(deadline_of_this_job(config.run.walltime), config.run.walltime_margin)
     if role.kind == "driver" and config.run.script:
         check_script(config.run.script)
     elif role.kind == "driver" and config.run.jupyterlab:

@@ -153,7 +153,7 @@ def agree_on_the_nodes(
     if found is None:
         return None
     rank_nodes, nodes, rank_masks = found
-    planned, error = attempt(plan, config, rank_nodes, nodes, rank_masks, roles)
+    planned, error = attempt(roles_and_interfaces, config, rank_nodes, nodes, rank_masks, roles)
     if not agree(world, error):
         return None
     layout, interfaces, note = planned
@@ -167,9 +167,10 @@ def scratch_of(config: Config, node: Node) -> str:
     return config.workers.local_directory or node.scratch or local_directory(None)
 
 
-def plan(config: Config, rank_nodes: Sequence[int], nodes: Sequence[Node],
-         rank_masks: Sequence[dict[str, str]], roles: Planner,
-         ) -> tuple[Layout, list[str | None], str | None]:
+def roles_and_interfaces(
+    config: Config, rank_nodes: Sequence[int], nodes: Sequence[Node],
+    rank_masks: Sequence[dict[str, str]], roles: Planner,
+) -> tuple[Layout, list[str | None], str | None]:
     """The roles, the interface of each node's servers, and how it was chosen."""
     layout = roles(config, rank_nodes, nodes, rank_masks)
     interfaces, note = interfaces_for(config.network.interface, [n.host for n in nodes],

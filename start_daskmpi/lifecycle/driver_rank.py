@@ -98,7 +98,7 @@ class DriverRank:
     def at_a_hard_exit(self, code: int) -> None:
         """The script's os._exit(code): what end() would leave behind, left."""
         assert self.job is not None
-        self.job.end(code)
+        self.job.record_and_clean_up(code)
         remove_private(self.cluster.private)
 
     def end(self, code: int) -> int:
@@ -115,7 +115,7 @@ class DriverRank:
         if self.job is not None:
             print("Successfully exited" if code == 0 else f"Exited with status {code}",
                   flush=True)
-            self.job.end(code)
+            self.job.record_and_clean_up(code)
             tell_every_rank_the_end(self.world, self.job, code)
         self.beside.ended(code)
         if self.servers is not None:  # the scheduler's, beside, waits for the workers first

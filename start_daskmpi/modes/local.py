@@ -15,7 +15,7 @@ from start_daskmpi.lifecycle.first_imports import worker_imports
 from start_daskmpi.modes.launcher import drive
 from start_daskmpi.mpi.world import ProcessWorld
 from start_daskmpi.plan.config import Config
-from start_daskmpi.plan.layout import SCHEDULER_RANK, Layout, Node, plan_local
+from start_daskmpi.plan.layout import SCHEDULER_RANK, Layout, Node, assign_local_roles
 from start_daskmpi.security.private import remove_private
 from start_daskmpi.servers.worker_processes import start_fork_server
 
@@ -37,8 +37,9 @@ def local_roles(config: Config, rank_nodes: Any, nodes: list[Node], rank_masks: 
     """The roles of a cluster of this node alone, all in this process."""
     node = nodes[0]
     # LocalCluster's own split of the cores (distributed.deploy.utils, since 2.x).
-    layout = plan_local(node, nprocesses_nthreads(node.cores), nthreads=config.workers.nthreads,
-                        memory_limit=config.workers.memory_limit)
+    layout = assign_local_roles(node, nprocesses_nthreads(node.cores),
+                                nthreads=config.workers.nthreads,
+                                memory_limit=config.workers.memory_limit)
     if not config.workers.nanny and len([r for r in layout.workers if r.gpu is not None]) > 1:
         raise LaunchError(
             "--no-nanny runs every worker in this one process, where they cannot each have "

@@ -220,7 +220,7 @@ def assign_roles(
                   shape.driver_rank, tuple(beside))
 
 
-def plan_local(
+def assign_local_roles(
     node: Node,
     cpu_split: tuple[int, int],
     *,
