@@ -1,11 +1,14 @@
-"""The driver runs the script as `python script.py` would."""
+"""The driver runs the script as `python script.py` would, and closes what it left open."""
 from __future__ import annotations
 
 import sys
 import textwrap
+import weakref
 
 import pytest
+from distributed import Client
 
+from start_daskmpi.driver.job import close_clients_left_open
 from start_daskmpi.driver.script import exit_status, run_script
 
 
@@ -155,3 +158,26 @@ def test_the_scheduler_gone_after_a_signal_is_the_grace_run_out(tmp_path):
         "the scheduler and workers left 25 s after the job was signalled, the script still "
         "running: the job ends; after a signal (a walltime), a script's finally gets 25 s"
     )
+
+
+def test_a_client_that_fails_to_close_leaves_the_jobs_verdict_alone(monkeypatch, caplog):
+    """Its scheduler closed under it, a TLS client may raise as it closes
+    (distributed 2024.8): the driver's line about the lost scheduler, made
+    before, must not give way to that error."""
+    class Reconnecting:
+        closed = False
+
+        def close(self):
+            raise ValueError("IOStream is not idle; cannot convert to SSL")
+
+    class Closing:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    clients = [Reconnecting(), Closing()]
+    monkeypatch.setattr(Client, "_instances", weakref.WeakSet(clients))
+    with caplog.at_level("INFO", logger="start_daskmpi"):
+        close_clients_left_open()
+    assert clients[1].closed and "closing a client failed" in caplog.text
