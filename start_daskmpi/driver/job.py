@@ -44,6 +44,9 @@ logger = logging.getLogger("start_daskmpi")
 
 SCHEDULER_LOST_GRACE = 5.0  # seconds the driver's client may be without its scheduler
 WATCH_INTERVAL = 0.5  # seconds between looks at the client's status
+# Seconds a client may take to close: milliseconds when its scheduler is there;
+# one reconnecting to a scheduler that closed would wait out twice its timeout.
+CLIENT_CLOSE_TIMEOUT = 10.0
 
 
 def point_clients_here(job: Job, client: Client) -> None:
@@ -73,17 +76,20 @@ def point_clients_here(job: Job, client: Client) -> None:
 
 
 def close_clients_left_open() -> None:
-    """Close the clients the script did not: they would retry, loudly, once the
-    cluster is gone."""
+    """Close the driver's client and those the script did not close (they would
+    retry, loudly, once the cluster is gone), each within a bound."""
     # distributed has no public registry of a process's clients; Client._instances,
     # a WeakSet of every live Client, has held them since distributed 1.x.
     for client in list(Client._instances):
         try:
-            client.close()
+            client.close(timeout=CLIENT_CLOSE_TIMEOUT)
         except Exception:  # its scheduler gone: the verdict already made stands
             # A client caught reconnecting to a closed TLS scheduler raises here
-            # (distributed 2024.8: "IOStream is not idle"); the job ends either way.
+            # (distributed 2024.8: "IOStream is not idle") or times out.
             logger.info("closing a client failed", exc_info=True)
+            # Else its finalizer closes it again, without a bound: Client.__del__
+            # closes every client whose status is not "closed".
+            client.status = "closed"
 
 
 @contextlib.contextmanager
@@ -212,7 +218,9 @@ def connected(job: Job) -> Iterator[tuple[Client, list[str]]]:
         ) from None
     late = threading.Event()  # set: stop watching for late workers
     try:
-        with client, ended_if_scheduler_lost(client, info, job.log_dir), \
+        # Not `with client`: its close may raise or wait minutes for a scheduler
+        # that closed; close_clients_left_open bounds it.
+        with ended_if_scheduler_lost(client, info, job.log_dir), \
                 stopped_before_walltime(end, config.run.walltime_margin):
             point_clients_here(job, client)
             job.registration = Registration(client, job.layout.workers, job.log_dir)
