@@ -32,6 +32,12 @@ from start_daskmpi.servers.info import SchedulerInfo
 logger = logging.getLogger("start_daskmpi")
 
 CHUNK = 64 * 1024
+# What a TLS side of the relay may buffer before it pauses reading.  Python
+# 3.10's TLS transport drops the chunk being read when a paused reader resumes
+# after its peer closed (sslproto: its transport already None), which cut a
+# dashboard script short under load; a buffer larger than a dashboard page and
+# its scripts keeps the reader from pausing.  Bounded, a few connections a job.
+TLS_READ_LIMIT = 16 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0  # seconds for one hop of a relayed connection
 START_TIMEOUT = 10.0  # seconds for the near end to listen
 NEAR_END_SOCKET = "dashboard-relay.sock"  # in the driver's private folder
@@ -57,7 +63,8 @@ async def open_connection(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if endpoint.socket:
         return await asyncio.open_unix_connection(endpoint.socket)
-    return await asyncio.open_connection(endpoint.host, endpoint.port, ssl=ssl_context)
+    return await asyncio.open_connection(endpoint.host, endpoint.port, ssl=ssl_context,
+                                         limit=TLS_READ_LIMIT)
 
 
 async def relay_to(
@@ -85,6 +92,7 @@ async def serve_far_end(
     server and its address."""
     server = await asyncio.start_server(
         lambda r, w: relay_to(r, w, dashboard, None), listen_host, 0, ssl=ssl_context,
+        limit=TLS_READ_LIMIT,
     )
     address = join_host_port(listen_host, server.sockets[0].getsockname()[1])
     logger.info("dashboard relay for JupyterLab listening at %s, to the dashboard at %s",
