@@ -10,6 +10,7 @@ Elsewhere, ``--walltime`` counts from the launcher's start.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -80,6 +81,7 @@ def deadline(
     return None
 
 
+@functools.cache  # asked by the preflight and by the driver: one qstat a job
 def deadline_of_this_job(walltime: float | None) -> Deadline | None:
     """This job's end, ``walltime`` (--walltime) counted from this process's start."""
     return deadline(walltime, psutil.Process().create_time(), os.environ)
